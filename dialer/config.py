@@ -1,0 +1,272 @@
+"""Configuration: `config.toml`, overridden by `DIALER_<SECTION>__<KEY>` environment
+variables and by systemd credentials (SPEC §8).
+
+Precedence, highest first: explicit overrides (tests), environment, files in
+`$CREDENTIALS_DIRECTORY` named `<section>__<key>` (systemd `LoadCredential=`), the TOML
+file, then the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+import zoneinfo
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    NestedSecretsSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from dialer.errors import ConfigError
+
+SYSTEM_CONFIG = Path("/etc/dialer/config.toml")
+
+
+class _Section(BaseModel):
+    # A misspelt key is an error, not a silently ignored line.
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatabaseSettings(_Section):
+    """Where the state lives."""
+
+    url: SecretStr = SecretStr("")  # empty: embedded PostgreSQL under data_dir
+    listen_url: SecretStr = SecretStr("")  # direct connection for LISTEN behind a pooler
+    data_dir: Path = Path("./var")
+    pool_min_size: int = Field(default=2, ge=1, le=100)
+    pool_max_size: int = Field(default=10, ge=1, le=500)
+    # 0 behind PgBouncer/Supavisor in transaction mode: no prepared statements there.
+    statement_cache_size: int = Field(default=100, ge=0)
+    connect_timeout_seconds: float = Field(default=10.0, gt=0)
+    keepalive_seconds: float = Field(default=5.0, gt=0)  # LISTEN connection probe period
+
+    @field_validator("url", "listen_url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr) -> SecretStr:
+        raw = value.get_secret_value()
+        if raw and urlsplit(raw).scheme not in ("postgres", "postgresql"):
+            raise ValueError("must be a postgresql:// URL (or empty for the embedded server)")
+        return value
+
+    @model_validator(mode="after")
+    def _pool_bounds(self) -> DatabaseSettings:
+        if self.pool_min_size > self.pool_max_size:
+            raise ValueError("pool_min_size must not exceed pool_max_size")
+        return self
+
+
+class HttpSettings(_Section):
+    """The embedded webhook listener."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    # The address the carrier sees; signatures are checked against it, not against
+    # whatever Host header a proxy forwards.
+    public_url: str = "http://127.0.0.1:8080"
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an absolute http(s) URL such as https://dialer.example.com")
+        if parts.query or parts.fragment:
+            raise ValueError("must not carry a query string or fragment")
+        return value.rstrip("/")
+
+
+class CarrierSettings(_Section):
+    """Which carrier the daemon dials through."""
+
+    kind: Literal["simulator", "twilio"] = "simulator"
+
+
+class TwilioSettings(_Section):
+    """Credentials and call options for Twilio (or a Twilio-compatible server)."""
+
+    account_sid: str = ""
+    auth_token: SecretStr = SecretStr("")
+    from_number: str = ""
+    api_base_url: str = "https://api.twilio.com"
+    request_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    voice: str = "alice"
+    language: str = "en-US"
+
+    @field_validator("api_base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an absolute http(s) URL")
+        return value.rstrip("/")
+
+    @field_validator("from_number")
+    @classmethod
+    def _e164(cls, value: str) -> str:
+        if value and not (value.startswith("+") and value[1:].isdigit() and 8 <= len(value) <= 16):
+            raise ValueError("must be an E.164 number such as +34911234567")
+        return value
+
+
+class SimulatorSettings(_Section):
+    """The in-process carrier simulator used when carrier.kind = "simulator"."""
+
+    # Relative weights of final outcomes for numbers without a scripted outcome.
+    answered: float = Field(default=0.6, ge=0)
+    busy: float = Field(default=0.1, ge=0)
+    no_answer: float = Field(default=0.2, ge=0)
+    failed: float = Field(default=0.05, ge=0)
+    machine: float = Field(default=0.05, ge=0)
+    min_latency_ms: int = Field(default=50, ge=0)
+    max_latency_ms: int = Field(default=400, ge=0)
+    min_duration_seconds: int = Field(default=5, ge=0)
+    max_duration_seconds: int = Field(default=60, ge=0)
+    # Multiplies every simulated wait: 0.01 makes a 60 s call last 0.6 s.
+    time_scale: float = Field(default=0.02, gt=0)
+    seed: int | None = None
+
+
+class DialerSettings(_Section):
+    """Pacing and behaviour of the dialing engine."""
+
+    max_concurrent_calls: int = Field(default=50, ge=1, le=10_000)
+    calls_per_second: float = Field(default=1.0, gt=0, le=1000)
+    bucket_size: int = Field(default=1, ge=1, le=1000)  # burst allowance of the token bucket
+    default_timezone: str = "UTC"
+    drain_seconds: float = Field(default=30.0, ge=0)
+    reconcile_after_seconds: float = Field(default=120.0, gt=0)
+    tick_seconds: float = Field(default=1.0, gt=0, le=60)
+    instance_timeout_seconds: float = Field(default=30.0, gt=0)
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {value!r}") from exc
+        return value
+
+
+class LoggingSettings(_Section):
+    """Log output."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Settings(BaseSettings):
+    """The whole configuration of one dialer process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DIALER_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    database: DatabaseSettings = DatabaseSettings()
+    http: HttpSettings = HttpSettings()
+    carrier: CarrierSettings = CarrierSettings()
+    twilio: TwilioSettings = TwilioSettings()
+    simulator: SimulatorSettings = SimulatorSettings()
+    dialer: DialerSettings = DialerSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+    @model_validator(mode="after")
+    def _carrier_credentials(self) -> Settings:
+        if self.carrier.kind == "twilio":
+            if not self.twilio.account_sid:
+                raise ValueError("twilio.account_sid is required when carrier.kind = 'twilio'")
+            if not self.twilio.auth_token.get_secret_value():
+                raise ValueError("twilio.auth_token is required when carrier.kind = 'twilio'")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+        if credentials and Path(credentials).is_dir():
+            sources.append(
+                NestedSecretsSettingsSource(
+                    file_secret_settings,
+                    secrets_dir=credentials,
+                    secrets_nested_delimiter="__",
+                    env_prefix="",
+                )
+            )
+        if settings_cls.model_config.get("toml_file"):
+            sources.append(TomlConfigSettingsSource(settings_cls))
+        return tuple(sources)
+
+
+def find_config_file(explicit: str | Path | None = None) -> Path | None:
+    """The config file to read: --config, else $DIALER_CONFIG, else ./config.toml,
+    else /etc/dialer/config.toml, else none (defaults and environment only)."""
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        return path
+    from_env = os.environ.get("DIALER_CONFIG")
+    if from_env:
+        path = Path(from_env)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} (from $DIALER_CONFIG) does not exist")
+        return path
+    for candidate in (Path("config.toml"), SYSTEM_CONFIG):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Read and validate the configuration, raising ConfigError with one line per
+    problem, each naming the key (`dialer.calls_per_second: …`)."""
+    config_file = find_config_file(path)
+    # pydantic-settings reads the TOML path from the class's model_config, so each
+    # load gets a throwaway subclass naming its file instead of shared mutable state.
+    settings_cls: type[Settings] = type(
+        "Settings",
+        (Settings,),
+        {"model_config": SettingsConfigDict(**{**Settings.model_config, "toml_file": config_file})},
+    )
+    try:
+        return settings_cls(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, config_file)) from None
+    except (OSError, ValueError) as exc:  # unreadable or syntactically broken TOML
+        raise ConfigError(f"cannot read config file {config_file}: {exc}") from None
+
+
+def _describe(exc: ValidationError, config_file: Path | None) -> str:
+    where = f" (in {config_file} or DIALER_* environment)" if config_file else ""
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False):
+        key = ".".join(str(part) for part in error["loc"]) or "config"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"config error: {key}: {message}{where}")
+    return "\n".join(lines)

@@ -1,0 +1,101 @@
+"""Connections: the asyncpg pool for work, single connections for LISTEN and the CLI,
+and the embedded server when no URL is configured."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from dialer.config import DatabaseSettings
+from dialer.embedded import EmbeddedPostgres
+from dialer.errors import DatabaseUnavailable
+
+# Every session speaks UTC: the seed's `timestamp` columns hold UTC wall-clock time.
+SERVER_SETTINGS = {"timezone": "UTC", "application_name": "dialer"}
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """The URLs of one database: work traffic, and the LISTEN connection."""
+
+    url: str
+    listen_url: str
+
+
+@contextlib.contextmanager
+def database_endpoints(settings: DatabaseSettings) -> Iterator[Endpoints]:
+    """Yield the URLs to use, starting the embedded server for the duration when
+    `database.url` is empty."""
+    url = settings.url.get_secret_value()
+    listen_url = settings.listen_url.get_secret_value()
+    if url:
+        yield Endpoints(url=url, listen_url=listen_url or url)
+        return
+    server = EmbeddedPostgres(settings.data_dir)
+    url = server.start()
+    try:
+        yield Endpoints(url=url, listen_url=listen_url or url)
+    finally:
+        server.stop()
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def connect(url: str, settings: DatabaseSettings | None = None) -> asyncpg.Connection:
+    """One connection (CLI commands, LISTEN, migrations)."""
+    settings = settings or DatabaseSettings()
+    try:
+        conn: asyncpg.Connection = await asyncpg.connect(
+            url,
+            timeout=settings.connect_timeout_seconds,
+            statement_cache_size=settings.statement_cache_size,
+            server_settings=SERVER_SETTINGS,
+        )
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise DatabaseUnavailable(f"cannot connect to {describe_url(url)}: {exc}") from exc
+    await _init_connection(conn)
+    return conn
+
+
+async def create_pool(url: str, settings: DatabaseSettings) -> asyncpg.Pool:
+    """The work pool of the daemon."""
+    try:
+        pool: asyncpg.Pool = await asyncpg.create_pool(
+            url,
+            min_size=settings.pool_min_size,
+            max_size=settings.pool_max_size,
+            timeout=settings.connect_timeout_seconds,
+            statement_cache_size=settings.statement_cache_size,
+            server_settings=SERVER_SETTINGS,
+            init=_init_connection,
+        )
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise DatabaseUnavailable(f"cannot connect to {describe_url(url)}: {exc}") from exc
+    return pool
+
+
+@contextlib.asynccontextmanager
+async def connection(url: str, settings: DatabaseSettings | None = None) -> AsyncIterator[Any]:
+    """`async with connection(url) as conn:` for one-shot commands."""
+    conn = await connect(url, settings)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+def describe_url(url: str) -> str:
+    """host:port/dbname of a URL, for messages: never the user or password."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{host}{port}{parts.path or '/'}"

@@ -1,0 +1,110 @@
+"""Test harness: one real PostgreSQL for the session (embedded, or
+$DIALER_TEST_DATABASE_URL), a template database migrated once, and a fresh database
+cloned from it for every test that asks for one."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from dialer import database
+from dialer.config import DatabaseSettings
+from dialer.embedded import EmbeddedPostgres
+from dialer.migrate import migrate
+
+TEMPLATE = "dialer_test_template"
+# Durability is not under test; these make the embedded server several times faster.
+FAST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+
+
+def _with_db(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+@dataclass
+class PgServer:
+    """The session's server: an admin URL, and the embedded handle if we own it."""
+
+    admin_url: str
+    embedded: EmbeddedPostgres | None
+
+    def url_for(self, name: str) -> str:
+        return _with_db(self.admin_url, name)
+
+
+async def _create_template(admin_url: str) -> None:
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
+        await conn.execute(f"CREATE DATABASE {TEMPLATE}")
+    finally:
+        await conn.close()
+    conn = await database.connect(_with_db(admin_url, TEMPLATE))
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A real PostgreSQL for the whole session."""
+    external = os.environ.get("DIALER_TEST_DATABASE_URL")
+    if external:
+        server = PgServer(admin_url=external, embedded=None)
+        asyncio.run(_create_template(server.admin_url))
+        yield server
+        return
+    base = Path(tempfile.mkdtemp(prefix="dialer-test-pg-"))
+    base.chmod(0o755)
+    embedded = EmbeddedPostgres(base / "pg", settings=FAST_SETTINGS)
+    url = embedded.start()
+    server = PgServer(admin_url=url, embedded=embedded)
+    try:
+        asyncio.run(_create_template(url))
+        yield server
+    finally:
+        embedded.stop()
+
+
+@pytest.fixture
+async def db_url(pg_server: PgServer) -> AsyncIterator[str]:
+    """A freshly migrated database of its own for one test; dropped afterwards."""
+    name = f"dialer_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(pg_server.admin_url)
+    try:
+        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+    finally:
+        await admin.close()
+    yield pg_server.url_for(name)
+    admin = await asyncpg.connect(pg_server.admin_url)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """One connection to the test's own database."""
+    c = await database.connect(db_url)
+    yield c
+    await c.close()
+
+
+@pytest.fixture
+async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on the test's own database."""
+    p = await database.create_pool(db_url, DatabaseSettings(pool_min_size=1, pool_max_size=10))
+    yield p
+    await p.close()
