@@ -1,0 +1,125 @@
+"""Plain data the modules pass to each other: statuses, rows, carrier events."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, time
+from enum import StrEnum
+from typing import Any
+
+
+class CampaignStatus(StrEnum):
+    """campaigns.status (seed enum campaign_status)."""
+
+    DRAFT = "draft"
+    ACTIVE = "active"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+class CallStatus(StrEnum):
+    """calls.status (seed enum call_status)."""
+
+    SCHEDULED = "scheduled"
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (CallStatus.COMPLETED, CallStatus.FAILED, CallStatus.CANCELLED)
+
+
+class Disposition(StrEnum):
+    """campaign_contacts.call_status: where a contact stands in a campaign."""
+
+    PENDING = "pending"
+    SCHEDULED = "scheduled"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INVALID_NUMBER = "invalid_number"
+    DO_NOT_CALL = "do_not_call"
+
+    @property
+    def is_final(self) -> bool:
+        return self not in (Disposition.PENDING, Disposition.SCHEDULED, Disposition.IN_PROGRESS)
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """A campaigns row, as the daemon needs it."""
+
+    id: uuid.UUID
+    name: str
+    status: CampaignStatus
+    script_template: str | None
+    caller_id: str | None
+    timezone: str | None
+    schedule_start: datetime | None
+    schedule_end: datetime | None
+    calling_hours_start: time | None
+    calling_hours_end: time | None
+    calling_days: list[int] | None
+    max_retries: int
+    retry_delay_minutes: int
+    max_concurrent_calls: int | None
+    machine_detection: bool
+    machine_is_failure: bool
+    record_calls: bool
+    ring_timeout_seconds: int
+    time_limit_seconds: int
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class Contact:
+    """The fields of a contact a script template may use."""
+
+    first_name: str | None
+    last_name: str | None
+    phone_number: str
+    email: str | None
+    custom_fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClaimedCall:
+    """A call this instance has claimed (status `pending`), with what dialing needs."""
+
+    id: uuid.UUID
+    campaign_id: uuid.UUID
+    contact_id: uuid.UUID
+    retry_count: int
+    contact: Contact
+    from_number: str
+    script_template: str | None
+    machine_detection: bool
+    record_calls: bool
+    ring_timeout_seconds: int
+    time_limit_seconds: int
+
+
+@dataclass(frozen=True)
+class CallEvent:
+    """The carrier's word on a call, from a status callback or a REST fetch.
+
+    `status` is Twilio's CallStatus string (queued, initiated, ringing, in-progress,
+    completed, busy, no-answer, failed, canceled).
+    """
+
+    call_sid: str
+    status: str
+    duration: int | None = None
+    answered_by: str | None = None
+    error_code: int | None = None
+    error_message: str | None = None
+    sequence_number: int | None = None
+    timestamp: datetime | None = None  # when the carrier says it happened (UTC)
+    start_time: datetime | None = None
+    end_time: datetime | None = None
