@@ -123,3 +123,11 @@ class CallEvent:
     timestamp: datetime | None = None  # when the carrier says it happened (UTC)
     start_time: datetime | None = None
     end_time: datetime | None = None
+
+
+class ApplyResult(StrEnum):
+    """What applying a carrier event did."""
+
+    APPLIED = "applied"  # the call row (and maybe contact, retry, counters) changed
+    IGNORED = "ignored"  # duplicate, out of order, or the call is already final
+    UNKNOWN = "unknown"  # no call matches the call_id / CallSid
