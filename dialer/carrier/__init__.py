@@ -14,6 +14,14 @@ from dialer.models import CallEvent
 # Twilio's CallStatus values that mean the call is over.
 FINAL_TWILIO_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
 
+# Twilio error codes that say the number itself is wrong or unreachable for good:
+# the contact becomes invalid_number at once, without retries.
+# 21211 invalid To, 21214 To cannot be reached, 21215 geo-permission (not dialable
+# from this account), 21217 To not a valid phone number, 21401 invalid number,
+# 21407 not supported, 21612 cannot route, 21614 not a mobile for SMS-capable check,
+# 13224 invalid number (call), 13225 forbidden number.
+PERMANENT_ERROR_CODES = frozenset({21211, 21214, 21215, 21217, 21401, 21407, 21612, 21614, 13224, 13225})
+
 
 @dataclass(frozen=True)
 class DialRequest:

@@ -1,0 +1,928 @@
+"""Every database operation of the dialing engine and the webhook listener, as
+named methods: campaign housekeeping, claiming due calls, the dial gate, carrier
+events, retries, dispositions and rescue.
+
+Each method is one short transaction. Times are naive UTC `datetime`s from the
+injected clock, so tests can move time without sleeping.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import structlog
+from asyncpg.pool import PoolConnectionProxy
+
+from dialer import numbers
+from dialer.carrier import FINAL_TWILIO_STATUSES, PERMANENT_ERROR_CODES
+from dialer.errors import CarrierError, TemplateError
+from dialer.models import (
+    ApplyResult,
+    CallEvent,
+    CallStatus,
+    Campaign,
+    CampaignStatus,
+    ClaimedCall,
+    Contact,
+)
+
+log = structlog.get_logger(__name__)
+
+Clock = Callable[[], datetime]
+Conn = asyncpg.Connection | PoolConnectionProxy
+
+HOUSEKEEPING_LOCK = 0x6469616C6572_01  # one instance at a time runs housekeeping
+ACTIVATION_BATCH = 10_000  # scheduled calls created per statement
+CHECK_BATCH = 2_000  # contacts whose number is checked per pass
+TRANSIENT_BACKOFF_BASE = 5.0  # seconds; doubles per transient carrier error
+TRANSIENT_BACKOFF_MAX = 600.0  # seconds
+
+
+def utcnow() -> datetime:
+    """The current time as the naive UTC datetime the schema stores."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class LiveCall:
+    """A call in `pending` or `in_progress` this instance must follow to its end."""
+
+    id: uuid.UUID
+    campaign_id: uuid.UUID
+    status: CallStatus
+    call_sid: str | None
+    dialed_at: datetime | None
+    phone_number: str
+    from_number: str
+    ring_timeout_seconds: int
+    time_limit_seconds: int
+
+
+@dataclass(frozen=True)
+class AttemptEnd:
+    """How an attempt ended, whoever learnt of it (callback, fetch, dial error)."""
+
+    status: CallStatus  # completed or failed
+    outcome: str
+    ended_at: datetime
+    duration: int | None = None
+    started_at: datetime | None = None
+    answered_by: str | None = None
+    error_code: int | None = None
+    error_message: str | None = None
+    permanent: bool = False  # the number itself is wrong: no retry, invalid_number
+
+
+CAMPAIGN_COLUMNS = """
+    id, name, status, script_template, caller_id, timezone, schedule_start, schedule_end,
+    calling_hours_start, calling_hours_end, calling_days, max_retries, retry_delay_minutes,
+    max_concurrent_calls, machine_detection, machine_is_failure, record_calls,
+    ring_timeout_seconds, time_limit_seconds, last_error
+"""
+
+
+def _campaign(row: asyncpg.Record) -> Campaign:
+    fields = dict(row)
+    fields["status"] = CampaignStatus(fields["status"])
+    fields["calling_days"] = list(fields["calling_days"]) if fields["calling_days"] is not None else None
+    return Campaign(**fields)
+
+
+class LifecycleStore:
+    """The engine's view of the database. One per process; safe for concurrent use."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        instance_id: uuid.UUID,
+        default_timezone: str = "UTC",
+        default_from_number: str = "",
+        validate_template: Callable[[str], None],
+        clock: Clock = utcnow,
+    ) -> None:
+        self.pool = pool
+        self.validate_template = validate_template
+        self.instance_id = instance_id
+        self.default_timezone = default_timezone
+        self.default_from_number = default_from_number
+        self.clock = clock
+        self._zones: frozenset[str] | None = None
+
+    # ------------------------------------------------------------------ instances
+
+    async def register_instance(self) -> None:
+        """Record this process in dialer_instances, and mark dead any earlier process
+        on this host whose pid no longer runs (so its calls are rescued at once)."""
+        host = socket.gethostname()
+        now = self.clock()
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO dialer_instances (id, hostname, pid, started_at, heartbeat_at) "
+                "VALUES ($1, $2, $3, $4, $4)",
+                self.instance_id,
+                host,
+                os.getpid(),
+                now,
+            )
+            rows = await conn.fetch(
+                "SELECT id, pid FROM dialer_instances "
+                "WHERE hostname = $1 AND stopped_at IS NULL AND id <> $2",
+                host,
+                self.instance_id,
+            )
+            dead = [r["id"] for r in rows if not _pid_alive(r["pid"])]
+            if dead:
+                await conn.execute(
+                    "UPDATE dialer_instances SET stopped_at = $2 WHERE id = ANY($1::uuid[])", dead, now
+                )
+
+    async def heartbeat(self) -> None:
+        """Tell other instances this one is alive."""
+        await self.pool.execute(
+            "UPDATE dialer_instances SET heartbeat_at = $2 WHERE id = $1", self.instance_id, self.clock()
+        )
+
+    async def mark_stopped(self) -> None:
+        """A clean exit: other instances need not wait for the heartbeat to expire."""
+        await self.pool.execute(
+            "UPDATE dialer_instances SET stopped_at = $2 WHERE id = $1", self.instance_id, self.clock()
+        )
+
+    # ------------------------------------------------------------- housekeeping
+
+    async def housekeep(self) -> bool:
+        """One pass of the work that must run on one instance at a time: check new
+        contacts' numbers, finish cancelled and expired campaigns, validate and
+        activate active ones, and complete those with nothing left. Returns False
+        when another instance holds the housekeeping lock."""
+        await self.check_contacts()
+        async with self.pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", HOUSEKEEPING_LOCK):
+                return False
+            now = self.clock()
+            await self._finish_cancelled(conn)
+            await self._expire(conn, now)
+            for campaign in await self._campaigns(conn, (CampaignStatus.ACTIVE,)):
+                problem = await self._validate(conn, campaign, now)
+                if problem != campaign.last_error:
+                    await conn.execute(
+                        "UPDATE campaigns SET last_error = $2 WHERE id = $1", campaign.id, problem
+                    )
+                    if problem:
+                        log.error("campaign_invalid", campaign_id=str(campaign.id), reason=problem)
+                    else:
+                        log.info("campaign_valid_again", campaign_id=str(campaign.id))
+                if problem or not _in_window(campaign, now):
+                    continue
+                await self._activate(conn, campaign, now)
+            await self._complete(conn)
+            return True
+
+    async def _campaigns(self, conn: Conn, statuses: Sequence[CampaignStatus]) -> list[Campaign]:
+        rows = await conn.fetch(
+            f"SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE status = ANY($1::campaign_status[])",
+            [s.value for s in statuses],
+        )
+        return [_campaign(r) for r in rows]
+
+    async def _known_zones(self, conn: Conn) -> frozenset[str]:
+        if self._zones is None:
+            rows = await conn.fetch("SELECT name FROM pg_timezone_names")
+            self._zones = frozenset(r["name"] for r in rows)
+        return self._zones
+
+    async def check_contacts(self, budget_seconds: float = 0.5) -> int:
+        """Validate numbers and resolve zones of contacts nobody has looked at yet
+        (added by hand, or changed), in short batches for at most `budget_seconds`."""
+        checked = 0
+        deadline = time.monotonic() + budget_seconds
+        while time.monotonic() < deadline:
+            async with self.pool.acquire() as conn, conn.transaction():
+                n = await self._check_contact_batch(conn)
+            checked += n
+            if n < CHECK_BATCH:
+                break
+        return checked
+
+    async def _check_contact_batch(self, conn: Conn) -> int:
+        # Own zone if PostgreSQL knows it, else the one the number implies.
+        zones = await self._known_zones(conn)
+        rows = await conn.fetch(
+            "SELECT id, phone_number, timezone FROM contacts WHERE checked_at IS NULL "
+            "LIMIT $1 FOR UPDATE SKIP LOCKED",
+            CHECK_BATCH,
+        )
+        if not rows:
+            return 0
+        ids, valid, resolved = [], [], []
+        for r in rows:
+            ok, zone = _check_number(r["phone_number"])
+            own = r["timezone"]
+            if own and own in zones:
+                zone = own
+            elif own:
+                log.warning("contact_timezone_unknown", contact_id=str(r["id"]), timezone=own)
+            ids.append(r["id"])
+            valid.append(ok)
+            resolved.append(zone if zone in zones else None)
+        await conn.execute(
+            """
+            UPDATE contacts c SET checked_at = $4, number_valid = v.valid, resolved_timezone = v.zone
+            FROM unnest($1::uuid[], $2::boolean[], $3::text[]) AS v(id, valid, zone)
+            WHERE c.id = v.id
+            """,
+            ids,
+            valid,
+            resolved,
+            self.clock(),
+        )
+        return len(rows)
+
+    async def _validate(self, conn: Conn, c: Campaign, now: datetime) -> str | None:
+        """Why this campaign cannot be dialed, or None. Checked before every pass so
+        a fix by the operator is picked up without a restart."""
+        if c.schedule_end is not None and c.schedule_end < now and c.status is CampaignStatus.DRAFT:
+            return "schedule_end is in the past"
+        try:
+            self.validate_template(c.script_template or "")
+        except TemplateError as exc:
+            return f"script_template: {exc}"
+        if not (c.caller_id or self.default_from_number):
+            return "no caller id: set campaigns.caller_id or twilio.from_number"
+        if c.caller_id:
+            try:
+                if numbers.parse(c.caller_id).e164 != c.caller_id:
+                    return f"caller_id {c.caller_id!r} is not in E.164 form"
+            except numbers.InvalidNumber as exc:
+                return f"caller_id: {exc}"
+        if c.timezone and c.timezone not in await self._known_zones(conn):
+            return f"timezone {c.timezone!r} is not a known IANA zone"
+        if (
+            c.calling_hours_start is not None
+            and c.calling_hours_end is not None
+            and c.calling_hours_start == c.calling_hours_end
+        ):
+            return "calling_hours_start equals calling_hours_end: the window is empty"
+        return None
+
+    async def _activate(self, conn: Conn, c: Campaign, now: datetime) -> int:
+        """Give every contact that needs one its first scheduled call, set-based."""
+        await conn.execute(
+            """
+            UPDATE campaign_contacts cc SET call_status = 'invalid_number'
+            FROM contacts ct
+            WHERE cc.campaign_id = $1 AND cc.call_status = 'pending'
+              AND ct.id = cc.contact_id AND ct.number_valid = false
+            """,
+            c.id,
+        )
+        created = 0
+        while True:
+            n = await conn.fetchval(
+                """
+                WITH picked AS (
+                    SELECT cc.id, cc.contact_id
+                    FROM campaign_contacts cc JOIN contacts ct ON ct.id = cc.contact_id
+                    WHERE cc.campaign_id = $1 AND cc.call_status = 'pending' AND ct.number_valid
+                    LIMIT $3
+                    FOR UPDATE OF cc SKIP LOCKED
+                ), marked AS (
+                    UPDATE campaign_contacts cc SET call_status = 'scheduled'
+                    FROM picked WHERE cc.id = picked.id
+                    RETURNING cc.contact_id
+                ), inserted AS (
+                    INSERT INTO calls (campaign_id, contact_id, status, retry_count, scheduled_at)
+                    SELECT $1, contact_id, 'scheduled', 0, $2 FROM marked
+                    ON CONFLICT DO NOTHING
+                    RETURNING 1
+                )
+                SELECT count(*) FROM inserted
+                """,
+                c.id,
+                now,
+                ACTIVATION_BATCH,
+            )
+            created += int(n)
+            if n < ACTIVATION_BATCH:
+                break
+        if created:
+            log.info("campaign_activated", campaign_id=str(c.id), calls_created=created)
+        return created
+
+    async def _finish_cancelled(self, conn: Conn) -> None:
+        """SPEC §3 cancelled: scheduled calls and unfinished contacts are cancelled;
+        live calls finish on their own and are recorded."""
+        await conn.execute(
+            """
+            UPDATE calls k SET status = 'cancelled', outcome = 'campaign-cancelled'
+            FROM campaigns c
+            WHERE c.status = 'cancelled' AND k.campaign_id = c.id AND k.status = 'scheduled'
+            """
+        )
+        await conn.execute(
+            """
+            UPDATE campaign_contacts cc SET call_status = 'cancelled'
+            FROM campaigns c
+            WHERE c.status = 'cancelled' AND cc.campaign_id = c.id
+              AND cc.call_status IN ('pending', 'scheduled')
+              AND NOT EXISTS (SELECT 1 FROM calls k WHERE k.campaign_id = c.id
+                              AND k.contact_id = cc.contact_id AND k.status IN ('pending', 'in_progress'))
+            """
+        )
+
+    async def _expire(self, conn: Conn, now: datetime) -> None:
+        """SPEC §3: when schedule_end passes the campaign is completed and its
+        unfinished contacts and their scheduled calls are cancelled."""
+        expired = await conn.fetch(
+            """
+            UPDATE campaigns SET status = 'completed'
+            WHERE status IN ('active', 'paused') AND schedule_end IS NOT NULL AND schedule_end < $1
+            RETURNING id
+            """,
+            now,
+        )
+        for row in expired:
+            await conn.execute(
+                "UPDATE calls SET status = 'cancelled', outcome = 'campaign-ended' "
+                "WHERE campaign_id = $1 AND status = 'scheduled'",
+                row["id"],
+            )
+            await conn.execute(
+                """
+                UPDATE campaign_contacts cc SET call_status = 'cancelled'
+                WHERE cc.campaign_id = $1 AND cc.call_status IN ('pending', 'scheduled')
+                  AND NOT EXISTS (SELECT 1 FROM calls k WHERE k.campaign_id = $1
+                                  AND k.contact_id = cc.contact_id AND k.status IN ('pending', 'in_progress'))
+                """,
+                row["id"],
+            )
+            log.info("campaign_expired", campaign_id=str(row["id"]))
+
+    async def _complete(self, conn: Conn) -> None:
+        """Active campaigns whose every contact is final become completed. A campaign
+        with no contacts at all stays active: contacts may still be added."""
+        rows = await conn.fetch(
+            """
+            UPDATE campaigns c SET status = 'completed'
+            WHERE c.status = 'active'
+              AND EXISTS (SELECT 1 FROM campaign_contacts cc WHERE cc.campaign_id = c.id)
+              AND NOT EXISTS (SELECT 1 FROM campaign_contacts cc WHERE cc.campaign_id = c.id
+                              AND cc.call_status IN ('pending', 'scheduled', 'in_progress'))
+              AND NOT EXISTS (SELECT 1 FROM calls k WHERE k.campaign_id = c.id
+                              AND k.status IN ('scheduled', 'pending', 'in_progress'))
+            RETURNING c.id
+            """
+        )
+        for row in rows:
+            log.info("campaign_completed", campaign_id=str(row["id"]))
+
+    # ------------------------------------------------------------------ claiming
+
+    async def dialable_campaigns(self) -> list[Campaign]:
+        """Active, valid campaigns inside their schedule window."""
+        now = self.clock()
+        async with self.pool.acquire() as conn:
+            campaigns = await self._campaigns(conn, (CampaignStatus.ACTIVE,))
+        return [c for c in campaigns if c.last_error is None and _in_window(c, now)]
+
+    async def claim(self, campaign: Campaign, limit: int) -> list[ClaimedCall]:
+        """Claim up to `limit` due calls of one campaign inside their calling hours
+        (status scheduled → pending, claimed_by = this instance). Due calls whose
+        number is on the do-not-call list are cancelled instead and the contact
+        becomes do_not_call. The campaign's own max_concurrent_calls is honoured
+        across instances by locking its row while counting."""
+        if limit <= 0:
+            return []
+        now = self.clock()
+        async with self.pool.acquire() as conn, conn.transaction():
+            if campaign.max_concurrent_calls is not None:
+                await conn.execute("SELECT 1 FROM campaigns WHERE id = $1 FOR UPDATE", campaign.id)
+                live = await conn.fetchval(
+                    "SELECT count(*) FROM calls "
+                    "WHERE campaign_id = $1 AND status IN ('pending', 'in_progress')",
+                    campaign.id,
+                )
+                limit = min(limit, campaign.max_concurrent_calls - live)
+                if limit <= 0:
+                    return []
+            rows = await conn.fetch(
+                CLAIM_SQL,
+                campaign.id,
+                now,
+                campaign.timezone or self.default_timezone,
+                campaign.calling_hours_start,
+                campaign.calling_hours_end,
+                campaign.calling_days,
+                limit,
+                self.instance_id,
+            )
+        from_number = campaign.caller_id or self.default_from_number
+        return [
+            ClaimedCall(
+                id=r["id"],
+                campaign_id=campaign.id,
+                contact_id=r["contact_id"],
+                retry_count=r["retry_count"],
+                contact=Contact(
+                    first_name=r["first_name"],
+                    last_name=r["last_name"],
+                    phone_number=r["phone_number"],
+                    email=r["email"],
+                    custom_fields=r["custom_fields"] or {},
+                ),
+                from_number=from_number,
+                script_template=campaign.script_template,
+                machine_detection=campaign.machine_detection,
+                record_calls=campaign.record_calls,
+                ring_timeout_seconds=campaign.ring_timeout_seconds,
+                time_limit_seconds=campaign.time_limit_seconds,
+            )
+            for r in rows
+        ]
+
+    async def due_count(self, campaign_ids: Sequence[uuid.UUID], cap: int = 100_000) -> int:
+        """Scheduled calls already due in these campaigns (capped: it is a gauge)."""
+        return int(
+            await self.pool.fetchval(
+                "SELECT count(*) FROM (SELECT 1 FROM calls WHERE campaign_id = ANY($1::uuid[]) "
+                "AND status = 'scheduled' AND scheduled_at <= $2 LIMIT $3) s",
+                list(campaign_ids),
+                self.clock(),
+                cap,
+            )
+        )
+
+    async def next_due_at(self, campaign_ids: Sequence[uuid.UUID]) -> datetime | None:
+        """When the earliest scheduled call of these campaigns falls due."""
+        value: datetime | None = await self.pool.fetchval(
+            "SELECT min(scheduled_at) FROM calls "
+            "WHERE campaign_id = ANY($1::uuid[]) AND status = 'scheduled'",
+            list(campaign_ids),
+        )
+        return value
+
+    # ------------------------------------------------------------------ dialing
+
+    async def begin_dial(self, call_id: uuid.UUID) -> bool:
+        """The gate right before a carrier request: succeeds only while the campaign
+        is active, inside its window, and the contact inside calling hours — and
+        records dialed_at first, so after a crash we know a request may have left."""
+        now = self.clock()
+        row = await self.pool.fetchrow(BEGIN_DIAL_SQL, call_id, now, self.instance_id, self.default_timezone)
+        return row is not None
+
+    async def release_claim(self, call_id: uuid.UUID) -> None:
+        """A claimed call that was not dialed goes back: to scheduled (paused,
+        outside hours, shutting down), or cancelled when its campaign is over."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                """
+                UPDATE calls k
+                SET status = CASE WHEN c.status IN ('cancelled', 'completed') THEN 'cancelled'
+                                  ELSE 'scheduled' END::call_status,
+                    outcome = CASE WHEN c.status IN ('cancelled', 'completed')
+                                   THEN 'campaign-' || c.status END,
+                    claimed_by = NULL, claimed_at = NULL, dialed_at = NULL
+                FROM campaigns c
+                WHERE k.id = $1 AND k.status = 'pending' AND k.call_sid IS NULL AND c.id = k.campaign_id
+                RETURNING k.status, k.campaign_id, k.contact_id
+                """,
+                call_id,
+            )
+            if row is not None and row["status"] == "cancelled":
+                await conn.execute(
+                    "UPDATE campaign_contacts SET call_status = 'cancelled' "
+                    "WHERE campaign_id = $1 AND contact_id = $2 AND call_status IN ('pending', 'scheduled')",
+                    row["campaign_id"],
+                    row["contact_id"],
+                )
+
+    async def dial_accepted(self, call_id: uuid.UUID, call_sid: str) -> bool:
+        """The carrier accepted the request: pending → in_progress with its sid, and
+        the attempt counts. False when a callback got there first (already adopted)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            return await self._adopt(conn, call_id, call_sid)
+
+    async def _adopt(self, conn: Conn, call_id: uuid.UUID, call_sid: str) -> bool:
+        # The only place an attempt is counted: the pending → in_progress move
+        # happens once, whoever (create response, callback, reconciliation) sees it first.
+        row = await conn.fetchrow(
+            """
+            UPDATE calls SET status = 'in_progress', call_sid = $2, last_event_at = $3
+            WHERE id = $1 AND status = 'pending'
+            RETURNING campaign_id, contact_id, coalesce(dialed_at, $3) AS dialed_at
+            """,
+            call_id,
+            call_sid,
+            self.clock(),
+        )
+        if row is None:
+            return False
+        await conn.execute(
+            """
+            UPDATE campaign_contacts
+            SET call_status = 'in_progress', call_count = call_count + 1, last_call_at = $3
+            WHERE campaign_id = $1 AND contact_id = $2
+            """,
+            row["campaign_id"],
+            row["contact_id"],
+            row["dialed_at"],
+        )
+        return True
+
+    async def dial_failed(self, call_id: uuid.UUID, error: CarrierError) -> CallStatus:
+        """The carrier request failed. Transient: back to scheduled after a backoff,
+        no attempt counted. Permanent or rejected: the attempt ends failed (a wrong
+        number at once final). Returns the call's new status."""
+        now = self.clock()
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow("SELECT * FROM calls WHERE id = $1 FOR UPDATE", call_id)
+            if row is None or row["status"] != CallStatus.PENDING:
+                return CallStatus(row["status"]) if row else CallStatus.CANCELLED
+            if error.kind == "transient":
+                delay = min(TRANSIENT_BACKOFF_MAX, TRANSIENT_BACKOFF_BASE * 2 ** row["carrier_attempts"])
+                await conn.execute(
+                    """
+                    UPDATE calls SET status = 'scheduled', claimed_by = NULL, claimed_at = NULL,
+                        dialed_at = NULL, carrier_attempts = carrier_attempts + 1, scheduled_at = $2,
+                        error_code = $3, error_message = $4
+                    WHERE id = $1
+                    """,
+                    call_id,
+                    now + timedelta(seconds=delay),
+                    error.code or error.status,
+                    str(error)[:500],
+                )
+                return CallStatus.SCHEDULED
+            # The request reached the carrier and was refused: that is an attempt.
+            await conn.execute(
+                """
+                UPDATE campaign_contacts SET call_count = call_count + 1, last_call_at = $3
+                WHERE campaign_id = $1 AND contact_id = $2
+                """,
+                row["campaign_id"],
+                row["contact_id"],
+                row["dialed_at"] or now,
+            )
+            end = AttemptEnd(
+                status=CallStatus.FAILED,
+                outcome=f"error:{error.code}" if error.code else "error",
+                ended_at=now,
+                error_code=error.code or error.status,
+                error_message=str(error)[:500],
+                permanent=error.kind == "permanent",
+            )
+            await self._finish_attempt(conn, row, end)
+            return CallStatus.FAILED
+
+    async def adopted_sids(self, sids: Sequence[str]) -> set[str]:
+        """Which of these carrier sids already belong to a call row."""
+        rows = await self.pool.fetch(
+            "SELECT call_sid FROM calls WHERE call_sid = ANY($1::text[])", list(sids)
+        )
+        return {r["call_sid"] for r in rows}
+
+    # ----------------------------------------------------------- carrier events
+
+    async def apply_call_event(self, call_id: uuid.UUID | None, event: CallEvent) -> ApplyResult:
+        """Apply one carrier event (callback or fetch) in one transaction: the call
+        moves only forward, a final status never changes, and a failed attempt
+        schedules its retry or finalises the contact. Counters follow by trigger,
+        and the status change NOTIFYs the coroutine waiting on any instance."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = None
+            if call_id is not None:
+                row = await conn.fetchrow("SELECT * FROM calls WHERE id = $1 FOR UPDATE", call_id)
+            if row is None and event.call_sid:
+                row = await conn.fetchrow(
+                    "SELECT * FROM calls WHERE call_sid = $1 FOR UPDATE", event.call_sid
+                )
+            if row is None:
+                return ApplyResult.UNKNOWN
+            if row["call_sid"] is not None and row["call_sid"] != event.call_sid:
+                log.error(
+                    "callback_sid_mismatch",
+                    call_id=str(row["id"]),
+                    call_sid=event.call_sid,
+                    expected_sid=row["call_sid"],
+                )
+                return ApplyResult.IGNORED
+            status = CallStatus(row["status"])
+            if status.is_final:
+                return ApplyResult.IGNORED
+            if status is CallStatus.SCHEDULED:
+                # A callback for a call that was handed back (transient error) cannot be ours.
+                return ApplyResult.IGNORED
+            if status is CallStatus.PENDING:
+                await self._adopt(conn, row["id"], event.call_sid)
+            now = self.clock()
+            if event.status not in FINAL_TWILIO_STATUSES:
+                await conn.execute(
+                    """
+                    UPDATE calls SET last_event_at = $2,
+                        started_at = CASE WHEN $3 THEN coalesce(started_at, $4) ELSE started_at END,
+                        answered_by = coalesce($5, answered_by)
+                    WHERE id = $1
+                    """,
+                    row["id"],
+                    now,
+                    event.status == "in-progress",
+                    event.timestamp or now,
+                    event.answered_by,
+                )
+                return ApplyResult.APPLIED
+            campaign = await conn.fetchrow(
+                "SELECT machine_is_failure FROM campaigns WHERE id = $1", row["campaign_id"]
+            )
+            fresh = await conn.fetchrow("SELECT * FROM calls WHERE id = $1", row["id"])
+            assert fresh is not None  # locked FOR UPDATE above
+            machine_is_failure = bool(campaign and campaign["machine_is_failure"])
+            await self._finish_attempt(conn, fresh, _attempt_end(event, machine_is_failure, now))
+            return ApplyResult.APPLIED
+
+    async def record_recording(
+        self, call_id: uuid.UUID | None, call_sid: str, recording_url: str
+    ) -> ApplyResult:
+        """Store the recording URL of a call (at any status: it may come after the end)."""
+        result = await self.pool.execute(
+            "UPDATE calls SET recording_url = $3 WHERE (id = $1 OR call_sid = $2) AND call_sid = $2",
+            call_id,
+            call_sid,
+            recording_url[:255],
+        )
+        return ApplyResult.APPLIED if result != "UPDATE 0" else ApplyResult.UNKNOWN
+
+    async def _finish_attempt(self, conn: Conn, row: asyncpg.Record, end: AttemptEnd) -> None:
+        started_at = end.started_at or row["started_at"]
+        if started_at is None and end.duration and end.status is CallStatus.COMPLETED:
+            started_at = end.ended_at - timedelta(seconds=end.duration)
+        await conn.execute(
+            """
+            UPDATE calls SET status = $2, outcome = $3, ended_at = $4, duration = coalesce($5, duration),
+                started_at = $6, answered_by = coalesce($7, answered_by),
+                error_code = coalesce($8, error_code), error_message = coalesce($9, error_message),
+                last_event_at = $4
+            WHERE id = $1
+            """,
+            row["id"],
+            end.status.value,
+            end.outcome,
+            end.ended_at,
+            end.duration,
+            started_at,
+            end.answered_by,
+            end.error_code,
+            end.error_message,
+        )
+        campaign = await conn.fetchrow(
+            "SELECT status, max_retries, retry_delay_minutes, schedule_end FROM campaigns WHERE id = $1",
+            row["campaign_id"],
+        )
+        assert campaign is not None  # calls_campaign_id_fk
+        if end.status is CallStatus.COMPLETED:
+            disposition = "completed"
+        elif end.permanent:
+            disposition = "invalid_number"
+        else:
+            retry_at = end.ended_at + timedelta(minutes=campaign["retry_delay_minutes"])
+            retries_left = row["retry_count"] < campaign["max_retries"]
+            running = campaign["status"] in ("active", "paused") and (
+                campaign["schedule_end"] is None or retry_at <= campaign["schedule_end"]
+            )
+            if retries_left and running:
+                await conn.execute(
+                    """
+                    INSERT INTO calls (campaign_id, contact_id, status, retry_count, scheduled_at)
+                    VALUES ($1, $2, 'scheduled', $3, $4)
+                    ON CONFLICT DO NOTHING
+                    """,
+                    row["campaign_id"],
+                    row["contact_id"],
+                    row["retry_count"] + 1,
+                    retry_at,
+                )
+                disposition = "scheduled"
+            elif retries_left:
+                disposition = "cancelled"  # the campaign ended before the contact did
+            else:
+                disposition = "failed"
+        await conn.execute(
+            "UPDATE campaign_contacts SET call_status = $3 WHERE campaign_id = $1 AND contact_id = $2",
+            row["campaign_id"],
+            row["contact_id"],
+            disposition,
+        )
+
+    # ------------------------------------------------------------ live calls
+
+    async def call_statuses(self, call_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, CallStatus]:
+        """Current status of these calls (after a LISTEN reconnect, nothing is missed)."""
+        rows = await self.pool.fetch(
+            "SELECT id, status FROM calls WHERE id = ANY($1::uuid[])", list(call_ids)
+        )
+        return {r["id"]: CallStatus(r["status"]) for r in rows}
+
+    async def live_call(self, call_id: uuid.UUID) -> LiveCall | None:
+        """One live call with what following it needs."""
+        rows = await self._live_calls("k.id = $1", call_id)
+        return rows[0] if rows else None
+
+    async def adopt_orphans(self, instance_timeout_seconds: float) -> list[LiveCall]:
+        """Rescue: live calls held by instances that are dead (stopped, or silent for
+        longer than the timeout) become this instance's. Those never sent
+        (dialed_at NULL) go straight back to scheduled; the rest are returned for
+        reconciliation with the carrier."""
+        now = self.clock()
+        stale = now - timedelta(seconds=instance_timeout_seconds)
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                """
+                UPDATE calls k SET claimed_by = $1
+                WHERE k.status IN ('pending', 'in_progress') AND k.claimed_by IS DISTINCT FROM $1
+                  AND NOT EXISTS (SELECT 1 FROM dialer_instances i WHERE i.id = k.claimed_by
+                                  AND i.stopped_at IS NULL AND i.heartbeat_at >= $2)
+                RETURNING k.id, k.status, k.dialed_at
+                """,
+                self.instance_id,
+                stale,
+            )
+        if not rows:
+            return []
+        for r in rows:
+            if r["status"] == CallStatus.PENDING and r["dialed_at"] is None:
+                await self.release_claim(r["id"])
+        ids = [r["id"] for r in rows if not (r["status"] == CallStatus.PENDING and r["dialed_at"] is None)]
+        log.info("orphans_adopted", count=len(rows), to_reconcile=len(ids))
+        return await self._live_calls("k.id = ANY($1::uuid[])", ids) if ids else []
+
+    async def my_live_calls(self) -> list[LiveCall]:
+        """Live calls this instance holds (after a restart with the same id, or for tests)."""
+        return await self._live_calls(
+            "k.claimed_by = $1 AND k.status IN ('pending', 'in_progress')", self.instance_id
+        )
+
+    async def _live_calls(self, where: str, arg: Any) -> list[LiveCall]:
+        rows = await self.pool.fetch(
+            f"""
+            SELECT k.id, k.campaign_id, k.status, k.call_sid, k.dialed_at, ct.phone_number,
+                   coalesce(c.caller_id, $2) AS from_number, c.ring_timeout_seconds, c.time_limit_seconds
+            FROM calls k JOIN contacts ct ON ct.id = k.contact_id JOIN campaigns c ON c.id = k.campaign_id
+            WHERE {where}
+            """,
+            arg,
+            self.default_from_number,
+        )
+        return [
+            LiveCall(
+                id=r["id"],
+                campaign_id=r["campaign_id"],
+                status=CallStatus(r["status"]),
+                call_sid=r["call_sid"],
+                dialed_at=r["dialed_at"],
+                phone_number=r["phone_number"],
+                from_number=r["from_number"],
+                ring_timeout_seconds=r["ring_timeout_seconds"],
+                time_limit_seconds=r["time_limit_seconds"],
+            )
+            for r in rows
+        ]
+
+    async def return_unstarted(self) -> int:
+        """Shutdown: calls this instance claimed but never sent go back to scheduled."""
+        result = await self.pool.execute(
+            "UPDATE calls SET status = 'scheduled', claimed_by = NULL, claimed_at = NULL "
+            "WHERE claimed_by = $1 AND status = 'pending' AND dialed_at IS NULL",
+            self.instance_id,
+        )
+        return int(result.split()[-1])
+
+    async def call_for_twiml(self, call_id: uuid.UUID) -> tuple[str | None, Contact] | None:
+        """The script template and contact of a call, to serve its TwiML document."""
+        row = await self.pool.fetchrow(
+            """
+            SELECT c.script_template, ct.first_name, ct.last_name, ct.phone_number, ct.email, ct.custom_fields
+            FROM calls k JOIN campaigns c ON c.id = k.campaign_id JOIN contacts ct ON ct.id = k.contact_id
+            WHERE k.id = $1
+            """,
+            call_id,
+        )
+        if row is None:
+            return None
+        contact = Contact(
+            first_name=row["first_name"],
+            last_name=row["last_name"],
+            phone_number=row["phone_number"],
+            email=row["email"],
+            custom_fields=row["custom_fields"] or {},
+        )
+        return row["script_template"], contact
+
+
+CLAIM_SQL = """
+WITH candidates AS (
+    SELECT k.id, k.contact_id
+    FROM calls k
+    JOIN contacts ct ON ct.id = k.contact_id
+    WHERE k.campaign_id = $1 AND k.status = 'scheduled' AND k.scheduled_at <= $2
+      AND ct.number_valid
+      AND dialer_in_calling_hours($2, coalesce(ct.resolved_timezone, $3), $4, $5, $6)
+      AND NOT EXISTS (SELECT 1 FROM calls l WHERE l.contact_id = k.contact_id
+                      AND l.status IN ('pending', 'in_progress'))
+    ORDER BY k.scheduled_at
+    LIMIT $7
+    FOR UPDATE OF k SKIP LOCKED
+), flagged AS (
+    SELECT cand.id, cand.contact_id,
+           EXISTS (SELECT 1 FROM do_not_call d JOIN contacts ct ON ct.phone_number = d.phone_number
+                   WHERE ct.id = cand.contact_id) AS blocked
+    FROM candidates cand
+), claimed AS (
+    UPDATE calls k
+    SET status = CASE WHEN f.blocked THEN 'cancelled' ELSE 'pending' END::call_status,
+        outcome = CASE WHEN f.blocked THEN 'do-not-call' END,
+        claimed_by = CASE WHEN f.blocked THEN NULL ELSE $8::uuid END,
+        claimed_at = $2
+    FROM flagged f
+    WHERE k.id = f.id
+    RETURNING k.id, k.contact_id, k.retry_count, k.status
+), blocked AS (
+    UPDATE campaign_contacts cc SET call_status = 'do_not_call'
+    FROM claimed
+    WHERE claimed.status = 'cancelled' AND cc.campaign_id = $1 AND cc.contact_id = claimed.contact_id
+)
+SELECT claimed.id, claimed.contact_id, claimed.retry_count,
+       ct.first_name, ct.last_name, ct.phone_number, ct.email, ct.custom_fields
+FROM claimed JOIN contacts ct ON ct.id = claimed.contact_id
+WHERE claimed.status = 'pending'
+"""
+
+BEGIN_DIAL_SQL = """
+UPDATE calls k SET dialed_at = $2
+FROM campaigns c, contacts ct
+WHERE k.id = $1 AND k.status = 'pending' AND k.claimed_by = $3 AND k.dialed_at IS NULL
+  AND c.id = k.campaign_id AND c.status = 'active' AND c.last_error IS NULL
+  AND (c.schedule_start IS NULL OR c.schedule_start <= $2)
+  AND (c.schedule_end IS NULL OR $2 <= c.schedule_end)
+  AND ct.id = k.contact_id
+  AND dialer_in_calling_hours($2, coalesce(ct.resolved_timezone, c.timezone, $4),
+                              c.calling_hours_start, c.calling_hours_end, c.calling_days)
+RETURNING k.id
+"""
+
+
+def _in_window(c: Campaign, now: datetime) -> bool:
+    return (c.schedule_start is None or c.schedule_start <= now) and (
+        c.schedule_end is None or now <= c.schedule_end
+    )
+
+
+def _check_number(phone_number: str) -> tuple[bool, str | None]:
+    try:
+        parsed = numbers.parse(phone_number)
+    except numbers.InvalidNumber:
+        return False, None
+    # Stored numbers must already be E.164: "911234567" is not dialable as is.
+    return parsed.e164 == phone_number, parsed.implied_timezone
+
+
+def _attempt_end(event: CallEvent, machine_is_failure: bool, now: datetime) -> AttemptEnd:
+    """SPEC §4 mapping of Twilio's final CallStatus."""
+    ended_at = event.end_time or event.timestamp or now
+    machine = bool(event.answered_by and event.answered_by.startswith("machine"))
+    if event.status == "completed":
+        if machine and machine_is_failure:
+            status, outcome = CallStatus.FAILED, "machine"
+        else:
+            status, outcome = CallStatus.COMPLETED, "machine" if machine else "completed"
+    else:
+        status, outcome = CallStatus.FAILED, event.status
+    return AttemptEnd(
+        status=status,
+        outcome=outcome,
+        ended_at=ended_at,
+        duration=event.duration,
+        started_at=event.start_time,
+        answered_by=event.answered_by,
+        error_code=event.error_code,
+        error_message=event.error_message,
+        permanent=event.error_code in PERMANENT_ERROR_CODES,
+    )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

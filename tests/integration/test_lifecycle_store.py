@@ -1,0 +1,204 @@
+"""The engine's store on a real database: activation, claims, the dial gate, carrier
+events, retries and dispositions, with an injected clock."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, time, timedelta
+
+import asyncpg
+import pytest
+
+from dialer.errors import CarrierError, TemplateError
+from dialer.models import ApplyResult, CallEvent
+from dialer.store.lifecycle import LifecycleStore
+from tests.factories import FakeClock, add_contacts, madrid_number, make_campaign
+
+NOON = datetime(2026, 11, 25, 12, 0)  # a Wednesday, 13:00 in Madrid
+
+
+def _no_unknown_placeholders(template: str) -> None:
+    if "{{bogus}}" in template:
+        raise TemplateError("unknown placeholder {{bogus}}")
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(NOON)
+
+
+@pytest.fixture
+async def store(pool: asyncpg.Pool, clock: FakeClock) -> LifecycleStore:
+    s = LifecycleStore(
+        pool, instance_id=uuid.uuid4(), validate_template=_no_unknown_placeholders, clock=clock
+    )
+    await s.register_instance()
+    return s
+
+
+async def _activate(store: LifecycleStore) -> None:
+    assert await store.housekeep()
+
+
+async def _claim_all(store: LifecycleStore, limit: int = 100) -> list:
+    out = []
+    for campaign in await store.dialable_campaigns():
+        out += await store.claim(campaign, limit)
+    return out
+
+
+async def test_activation_creates_one_scheduled_call_per_valid_contact(conn, store) -> None:
+    """Valid contacts get a scheduled call; a bad number becomes invalid_number."""
+    cid = await make_campaign(conn, status="active")
+    await add_contacts(conn, cid, [madrid_number(1), madrid_number(2), "+3412"])
+    await _activate(store)
+    rows = await conn.fetch("SELECT call_status FROM campaign_contacts ORDER BY call_status")
+    assert [r["call_status"] for r in rows] == ["invalid_number", "scheduled", "scheduled"]
+    assert await conn.fetchval("SELECT count(*) FROM calls WHERE status = 'scheduled'") == 2
+    await _activate(store)  # idempotent
+    assert await conn.fetchval("SELECT count(*) FROM calls") == 2
+
+
+async def test_invalid_campaign_records_last_error_and_is_not_dialed(conn, store) -> None:
+    """An unknown placeholder keeps the campaign from dialing, with a reason; fixing it clears it."""
+    cid = await make_campaign(conn, status="active", script_template="Hi {{bogus}}")
+    await add_contacts(conn, cid, [madrid_number(1)])
+    await _activate(store)
+    assert "bogus" in await conn.fetchval("SELECT last_error FROM campaigns WHERE id = $1", cid)
+    assert await store.dialable_campaigns() == []
+    assert await conn.fetchval("SELECT call_status FROM campaign_contacts") == "pending"
+    await conn.execute("UPDATE campaigns SET script_template = 'Hi' WHERE id = $1", cid)
+    await _activate(store)
+    assert await conn.fetchval("SELECT last_error FROM campaigns WHERE id = $1", cid) is None
+    assert len(await _claim_all(store)) == 1
+
+
+async def test_claim_respects_calling_hours_in_the_contacts_zone(conn, store, clock) -> None:
+    """At 12:00 UTC, Madrid (13:00) is inside 09-21 but New York (07:00) is not."""
+    cid = await make_campaign(
+        conn, status="active", calling_hours_start=time(9), calling_hours_end=time(21)
+    )
+    await add_contacts(conn, cid, [madrid_number(1), "+12125551234"])
+    await _activate(store)
+    claimed = await _claim_all(store)
+    assert [c.contact.phone_number for c in claimed] == [madrid_number(1)]
+    clock.now = NOON + timedelta(hours=2)  # 09:00 in New York
+    claimed = await _claim_all(store)
+    assert [c.contact.phone_number for c in claimed] == ["+12125551234"]
+
+
+async def test_calling_days_and_midnight_window(conn, store, clock) -> None:
+    """A weekday-only campaign dials nothing on Saturday; a 22:00-02:00 window covers 01:00."""
+    clock.now = datetime(2026, 11, 28, 12, 0)  # Saturday
+    cid = await make_campaign(conn, status="active", calling_days=[1, 2, 3, 4, 5], timezone="UTC")
+    await add_contacts(conn, cid, ["+441134960000"])
+    await _activate(store)
+    assert await _claim_all(store) == []
+    await conn.execute(
+        "UPDATE campaigns SET calling_days = NULL, calling_hours_start = '22:00', calling_hours_end = '02:00'"
+    )
+    assert await _claim_all(store) == []  # 12:00 UTC is outside 22-02
+    clock.now = datetime(2026, 11, 29, 1, 0)
+    assert len(await _claim_all(store)) == 1
+
+
+async def test_do_not_call_is_checked_at_claim(conn, store) -> None:
+    """A due call to a DNC number is cancelled and the contact becomes do_not_call."""
+    cid = await make_campaign(conn, status="active")
+    await add_contacts(conn, cid, [madrid_number(1), madrid_number(2)])
+    await _activate(store)
+    await conn.execute("INSERT INTO do_not_call (phone_number) VALUES ($1)", madrid_number(2))
+    claimed = await _claim_all(store)
+    assert [c.contact.phone_number for c in claimed] == [madrid_number(1)]
+    statuses = await conn.fetch(
+        "SELECT ct.phone_number, cc.call_status FROM campaign_contacts cc JOIN contacts ct ON ct.id = cc.contact_id"
+    )
+    assert dict((r["phone_number"], r["call_status"]) for r in statuses)[madrid_number(2)] == "do_not_call"
+
+
+async def test_dial_gate_refuses_after_pause(conn, store) -> None:
+    """begin_dial fails once the campaign is paused; the claim goes back to scheduled."""
+    cid = await make_campaign(conn, status="active")
+    await add_contacts(conn, cid, [madrid_number(1)])
+    await _activate(store)
+    (call,) = await _claim_all(store)
+    await conn.execute("UPDATE campaigns SET status = 'paused' WHERE id = $1", cid)
+    assert not await store.begin_dial(call.id)
+    await store.release_claim(call.id)
+    assert await conn.fetchval("SELECT status::text FROM calls WHERE id = $1", call.id) == "scheduled"
+
+
+async def test_full_lifecycle_with_retry_then_success(conn, store, clock) -> None:
+    """busy → retry row after retry_delay; answered → completed; counters and dispositions follow."""
+    cid = await make_campaign(conn, status="active", max_retries=2, retry_delay_minutes=10)
+    await add_contacts(conn, cid, [madrid_number(1)])
+    await _activate(store)
+    (call,) = await _claim_all(store)
+    assert await store.begin_dial(call.id)
+    assert await store.dial_accepted(call.id, "CA1")
+    ended = NOON + timedelta(seconds=30)
+    event = CallEvent(call_sid="CA1", status="busy", timestamp=ended)
+    assert await store.apply_call_event(call.id, event) == ApplyResult.APPLIED
+    assert await store.apply_call_event(call.id, event) == ApplyResult.IGNORED
+    retry = await conn.fetchrow("SELECT * FROM calls WHERE retry_count = 1")
+    assert retry["status"] == "scheduled"
+    assert retry["scheduled_at"] == ended + timedelta(minutes=10)
+    assert await _claim_all(store) == []  # not due yet
+    clock.now = ended + timedelta(minutes=10)
+    (second,) = await _claim_all(store)
+    assert await store.begin_dial(second.id)
+    await store.dial_accepted(second.id, "CA2")
+    await store.apply_call_event(None, CallEvent(call_sid="CA2", status="ringing"))
+    await store.apply_call_event(None, CallEvent(call_sid="CA2", status="completed", duration=42, timestamp=clock.now))
+    assert await store.apply_call_event(None, CallEvent(call_sid="CA2", status="ringing")) == ApplyResult.IGNORED
+    cc = await conn.fetchrow("SELECT * FROM campaign_contacts")
+    assert (cc["call_status"], cc["call_count"]) == ("completed", 2)
+    camp = await conn.fetchrow("SELECT * FROM campaigns")
+    assert (camp["total_calls"], camp["pending_calls"], camp["successful_calls"], camp["failed_calls"]) == (2, 0, 1, 1)
+    await _activate(store)
+    assert await conn.fetchval("SELECT status::text FROM campaigns") == "completed"
+
+
+async def test_no_retries_left_makes_contact_failed(conn, store) -> None:
+    """With max_retries = 0 a no-answer is final: contact failed, no new row."""
+    cid = await make_campaign(conn, status="active", max_retries=0)
+    await add_contacts(conn, cid, [madrid_number(1)])
+    await _activate(store)
+    (call,) = await _claim_all(store)
+    await store.begin_dial(call.id)
+    await store.dial_accepted(call.id, "CA1")
+    await store.apply_call_event(call.id, CallEvent(call_sid="CA1", status="no-answer"))
+    assert await conn.fetchval("SELECT call_status FROM campaign_contacts") == "failed"
+    assert await conn.fetchval("SELECT count(*) FROM calls") == 1
+
+
+async def test_dial_errors_transient_permanent_rejected(conn, store) -> None:
+    """Transient: back to scheduled, no attempt; permanent: invalid_number at once; rejected: a failed attempt."""
+    cid = await make_campaign(conn, status="active", max_retries=3)
+    await add_contacts(conn, cid, [madrid_number(1), madrid_number(2), madrid_number(3)])
+    await _activate(store)
+    a, b, c = await _claim_all(store)
+    for call in (a, b, c):
+        assert await store.begin_dial(call.id)
+    await store.dial_failed(a.id, CarrierError("429", kind="transient", status=429))
+    await store.dial_failed(b.id, CarrierError("bad number", kind="permanent", status=400, code=21211))
+    await store.dial_failed(c.id, CarrierError("unverified", kind="rejected", status=400, code=21210))
+    rows = {r["contact_id"]: r for r in await conn.fetch("SELECT * FROM campaign_contacts")}
+    assert (rows[a.contact_id]["call_status"], rows[a.contact_id]["call_count"]) == ("scheduled", 0)
+    assert (rows[b.contact_id]["call_status"], rows[b.contact_id]["call_count"]) == ("invalid_number", 1)
+    assert (rows[c.contact_id]["call_status"], rows[c.contact_id]["call_count"]) == ("scheduled", 1)
+    first = await conn.fetchrow("SELECT status::text, carrier_attempts FROM calls WHERE id = $1", a.id)
+    assert tuple(first) == ("scheduled", 1)
+
+
+async def test_callback_before_create_response_adopts_the_call(conn, store) -> None:
+    """A callback that names our call_id before the sid is stored adopts it; the attempt counts once."""
+    cid = await make_campaign(conn, status="active")
+    await add_contacts(conn, cid, [madrid_number(1)])
+    await _activate(store)
+    (call,) = await _claim_all(store)
+    await store.begin_dial(call.id)
+    assert await store.apply_call_event(call.id, CallEvent(call_sid="CA9", status="initiated")) == ApplyResult.APPLIED
+    assert not await store.dial_accepted(call.id, "CA9")
+    assert await conn.fetchval("SELECT call_count FROM campaign_contacts") == 1
+    assert await conn.fetchval("SELECT call_sid FROM calls") == "CA9"
