@@ -172,7 +172,7 @@ CREATE TRIGGER campaign_contacts_notify AFTER INSERT ON campaign_contacts
 CREATE FUNCTION dialer_notify_call() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_notify('dialer_call', NEW.id::text || ':' || NEW.status::text);
+    PERFORM pg_notify('dialer_call', NEW.id::text || ':' || NEW.status::text || ':' || coalesce(NEW.outcome, ''));
     RETURN NULL;
 END;
 $$;

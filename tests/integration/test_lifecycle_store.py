@@ -113,7 +113,7 @@ async def test_do_not_call_is_checked_at_claim(conn, store) -> None:
     statuses = await conn.fetch(
         "SELECT ct.phone_number, cc.call_status FROM campaign_contacts cc JOIN contacts ct ON ct.id = cc.contact_id"
     )
-    assert dict((r["phone_number"], r["call_status"]) for r in statuses)[madrid_number(2)] == "do_not_call"
+    assert {r["phone_number"]: r["call_status"] for r in statuses}[madrid_number(2)] == "do_not_call"
 
 
 async def test_dial_gate_refuses_after_pause(conn, store) -> None:

@@ -1,0 +1,324 @@
+"""The bounded pool of call coroutines (SPEC §1): one coroutine per live call, from
+the carrier request to the final status, holding a slot of `max_concurrent_calls`
+the whole time; the token bucket paces the requests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, ParamSpec, TypeVar
+
+import asyncpg
+import structlog
+
+from dialer.carrier import FINAL_TWILIO_STATUSES, Carrier, DialRequest
+from dialer.errors import CarrierError
+from dialer.metrics import Metrics
+from dialer.models import CallEvent, CallStatus, ClaimedCall
+from dialer.pacing import TokenBucket
+from dialer.store.lifecycle import LifecycleStore, LiveCall
+
+log = structlog.get_logger(__name__)
+
+RECONCILE_GRACE = 3.0  # seconds to let an unknown-outcome call show up at the carrier
+RECONCILE_ROUNDS = 3
+FOLLOW_MARGIN = 60.0  # seconds past ring timeout + time limit before a call is overdue
+DB_RETRY_DELAY = 1.0  # seconds between retries of a failed database write
+DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# Builds the request for a claimed call (TwiML rendering, callback URLs).
+RequestBuilder = Callable[[ClaimedCall], DialRequest]
+
+
+@dataclass
+class _Follow:
+    """What the pool knows of one live call it holds."""
+
+    campaign_id: uuid.UUID
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    heard_at: float = field(default_factory=time.monotonic)
+    in_progress: bool = False  # call_sid stored: intermediate callbacks need no DB write
+
+
+class CallPool:
+    """Runs call coroutines; the scheduler asks it for free slots and hands it
+    claimed calls; NOTIFY and webhooks tell it about progress."""
+
+    def __init__(
+        self,
+        *,
+        store: LifecycleStore,
+        carrier: Carrier,
+        bucket: TokenBucket,
+        metrics: Metrics,
+        build_request: RequestBuilder,
+        max_concurrent_calls: int,
+        reconcile_after_seconds: float,
+        on_slot_freed: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.store = store
+        self.carrier = carrier
+        self.bucket = bucket
+        self.metrics = metrics
+        self.build_request = build_request
+        self.max_concurrent_calls = max_concurrent_calls
+        self.reconcile_after = reconcile_after_seconds
+        self.on_slot_freed = on_slot_freed
+        self._tasks: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._follows: dict[uuid.UUID, _Follow] = {}
+        self._per_campaign: Counter[uuid.UUID] = Counter()
+        self._dialing = True
+        self.peak_live = 0
+
+    # ----------------------------------------------------------- scheduler side
+
+    def free_slots(self) -> int:
+        """Slots free for new claims (0 once the pool stopped dialing)."""
+        if not self._dialing:
+            return 0
+        return max(0, self.max_concurrent_calls - len(self._tasks))
+
+    def live_in(self, campaign_id: uuid.UUID) -> int:
+        """Calls this pool holds for one campaign."""
+        return self._per_campaign[campaign_id]
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def start(self, call: ClaimedCall) -> None:
+        """Run a freshly claimed call to its end."""
+        self._spawn(call.id, call.campaign_id, self._dial_and_follow(call))
+
+    def resume(self, call: LiveCall) -> None:
+        """Follow a call this instance adopted (restart, rescue): reconcile with the
+        carrier first, since its callbacks may have come while nobody listened."""
+        if call.id not in self._tasks:
+            self._spawn(call.id, call.campaign_id, self._resume(call))
+
+    def _spawn(self, call_id: uuid.UUID, campaign_id: uuid.UUID, coro: Coroutine[Any, Any, None]) -> None:
+        follow = _Follow(campaign_id=campaign_id)
+        self._follows[call_id] = follow
+        self._per_campaign[campaign_id] += 1
+        task = asyncio.create_task(self._guard(call_id, coro), name=f"call-{call_id}")
+        self._tasks[call_id] = task
+        self.peak_live = max(self.peak_live, len(self._tasks))
+        self.metrics.live_calls.set(len(self._tasks))
+
+    async def _guard(self, call_id: uuid.UUID, coro: Coroutine[Any, Any, None]) -> None:
+        structlog.contextvars.bind_contextvars(call_id=str(call_id))
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The call stays in the database as it is; rescue or reconciliation picks it up.
+            log.exception("call_coroutine_failed")
+        finally:
+            follow = self._follows.pop(call_id, None)
+            self._tasks.pop(call_id, None)
+            if follow is not None:
+                self._per_campaign[follow.campaign_id] -= 1
+                if self._per_campaign[follow.campaign_id] <= 0:
+                    del self._per_campaign[follow.campaign_id]
+            self.metrics.live_calls.set(len(self._tasks))
+            self.on_slot_freed()
+
+    # ------------------------------------------------------------ event side
+
+    def on_call_notification(self, payload: str) -> None:
+        """NOTIFY dialer_call `id:status:outcome` — wakes the coroutine of a call
+        that reached a final status, on whichever instance applied the callback."""
+        call_id_text, _, rest = payload.partition(":")
+        status, _, outcome = rest.partition(":")
+        try:
+            call_id = uuid.UUID(call_id_text)
+        except ValueError:
+            return
+        follow = self._follows.get(call_id)
+        if follow is None:
+            return
+        follow.heard_at = time.monotonic()
+        if status in (CallStatus.COMPLETED, CallStatus.FAILED, CallStatus.CANCELLED):
+            if not follow.done.is_set():
+                self.metrics.outcomes.labels(outcome=outcome or status).inc()
+            follow.done.set()
+
+    def intercept(self, call_id: uuid.UUID | None, event: CallEvent) -> bool:
+        """Webhook fast path: a non-final callback for a call this pool holds with
+        its sid already stored changes nothing in the database worth a transaction;
+        it only proves the call is alive. (started_at is derived from the final
+        callback's duration.) Returns True when absorbed."""
+        if call_id is None or event.answered_by:
+            return False
+        follow = self._follows.get(call_id)
+        if follow is None or not follow.in_progress:
+            return False
+        follow.heard_at = time.monotonic()
+        return True
+
+    async def refresh(self) -> None:
+        """After the LISTEN connection came back: notifications sent while it was
+        down are lost, so read the status of every call we hold."""
+        ids = list(self._follows)
+        if not ids:
+            return
+        statuses = await self.store.call_statuses(ids)
+        for call_id, status in statuses.items():
+            if status.is_final:
+                self.on_call_notification(f"{call_id}:{status.value}:")
+
+    # -------------------------------------------------------------- shutdown
+
+    def stop_dialing(self) -> None:
+        """No new carrier requests from now on; claimed calls waiting for a token
+        hand their claim back."""
+        self._dialing = False
+
+    async def drain(self, seconds: float) -> int:
+        """Wait up to `seconds` for live calls to finish; cancel the rest (their rows
+        stay live and are reconciled by the next instance). Returns how many were
+        left unfinished."""
+        tasks = list(self._tasks.values())
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=seconds)
+        else:
+            pending = set()
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+        return len(pending)
+
+    # ------------------------------------------------------------- coroutines
+
+    async def _dial_and_follow(self, call: ClaimedCall) -> None:
+        structlog.contextvars.bind_contextvars(campaign_id=str(call.campaign_id))
+        await self.bucket.acquire()
+        if not self._dialing or not await self.store.begin_dial(call.id):
+            # Paused, cancelled, outside hours, or shutting down since the claim.
+            await self._db(self.store.release_claim, call.id)
+            log.info("claim_released")
+            return
+        request = self.build_request(call)
+        self.metrics.dials.labels(campaign_id=str(call.campaign_id)).inc()
+        try:
+            placed = await self.carrier.dial(request)
+        except CarrierError as exc:
+            self.metrics.carrier_errors.labels(kind=exc.kind).inc()
+            log.warning("dial_failed", kind=exc.kind, status=exc.status, code=exc.code, error=str(exc))
+            if exc.kind == "unknown":
+                sid = await self._reconcile_unknown(call.id, request)
+                if sid is None:
+                    return
+            else:
+                new_status = await self._db(self.store.dial_failed, call.id, exc)
+                if new_status is CallStatus.FAILED:
+                    self.metrics.outcomes.labels(outcome="error").inc()
+                return
+        else:
+            sid = placed.sid
+            await self._db(self.store.dial_accepted, call.id, sid)
+        structlog.contextvars.bind_contextvars(call_sid=sid)
+        log.info("call_placed")
+        await self._follow(call.id, sid, call.ring_timeout_seconds + call.time_limit_seconds)
+
+    async def _resume(self, call: LiveCall) -> None:
+        structlog.contextvars.bind_contextvars(campaign_id=str(call.campaign_id), call_sid=call.call_sid)
+        sid = call.call_sid
+        if sid is None:
+            request = DialRequest(to=call.phone_number, from_=call.from_number, status_callback_url="")
+            sid = await self._reconcile_unknown(call.id, request)
+            if sid is None:
+                return
+        await self._fetch_and_apply(call.id, sid)
+        await self._follow(call.id, sid, call.ring_timeout_seconds + call.time_limit_seconds)
+
+    async def _follow(self, call_id: uuid.UUID, sid: str, expected_seconds: float) -> None:
+        """Wait for the final status; ask the carrier when nothing has been heard
+        for reconcile_after seconds."""
+        follow = self._follows[call_id]
+        follow.in_progress = True
+        follow.heard_at = time.monotonic()
+        started = time.monotonic()
+        while not follow.done.is_set():
+            quiet_for = time.monotonic() - follow.heard_at
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.05, self.reconcile_after - quiet_for)):
+                    await follow.done.wait()
+            if follow.done.is_set():
+                break
+            if time.monotonic() - follow.heard_at >= self.reconcile_after:
+                log.info("call_reconcile", silent_seconds=round(time.monotonic() - follow.heard_at, 1))
+                await self._fetch_and_apply(call_id, sid)
+                follow.heard_at = time.monotonic()
+                if time.monotonic() - started > expected_seconds + FOLLOW_MARGIN and not follow.done.is_set():
+                    log.warning("call_overdue", seconds=round(time.monotonic() - started))
+
+    async def _fetch_and_apply(self, call_id: uuid.UUID, sid: str) -> None:
+        try:
+            record = await self.carrier.fetch(sid)
+        except CarrierError as exc:
+            self.metrics.carrier_errors.labels(kind=exc.kind).inc()
+            log.warning("call_fetch_failed", error=str(exc))
+            return
+        await self._db(self.store.apply_call_event, call_id, record.as_event())
+        if record.status in FINAL_TWILIO_STATUSES:
+            statuses = await self._db(self.store.call_statuses, [call_id])
+            status = statuses.get(call_id)
+            if status is not None and status.is_final:
+                self.on_call_notification(f"{call_id}:{status.value}:{record.status}")
+
+    async def _reconcile_unknown(self, call_id: uuid.UUID, request: DialRequest) -> str | None:
+        """The request may or may not have placed a call. Ask the carrier (and watch
+        for a callback adopting it) before anything else, so a contact is never
+        dialed twice for one attempt. Returns the sid to follow, or None when the
+        call was handed back."""
+        lookback = self.store.clock() - timedelta(minutes=5)
+        for _ in range(RECONCILE_ROUNDS):
+            await asyncio.sleep(RECONCILE_GRACE)
+            statuses = await self._db(self.store.call_statuses, [call_id])
+            if statuses.get(call_id) is not CallStatus.PENDING:
+                live = await self._db(self.store.live_call, call_id)
+                if live is not None and live.call_sid:
+                    log.info("unknown_outcome_adopted_by_callback", call_sid=live.call_sid)
+                    return live.call_sid
+                return None
+            try:
+                found = await self.carrier.find(request.to, lookback)
+            except CarrierError as exc:
+                log.warning("reconcile_find_failed", error=str(exc))
+                continue
+            taken = await self._db(self.store.adopted_sids, [c.sid for c in found])
+            mine = [
+                c for c in found if c.sid not in taken and (not request.from_ or c.from_ == request.from_)
+            ]
+            if mine:
+                sid = min(mine, key=lambda c: c.date_created or self.store.clock()).sid
+                await self._db(self.store.dial_accepted, call_id, sid)
+                log.info("unknown_outcome_adopted", call_sid=sid)
+                return sid
+        # Nothing at the carrier after three looks: the request never placed a call.
+        error = CarrierError("no call found at the carrier after an unknown outcome", kind="transient")
+        await self._db(self.store.dial_failed, call_id, error)
+        log.info("unknown_outcome_requeued")
+        return None
+
+    async def _db(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+        """A database write that must not be lost: retried until it succeeds (the
+        pool or the server may be restarting)."""
+        while True:
+            try:
+                return await fn(*args, **kwargs)
+            except DB_ERRORS as exc:
+                self.metrics.db_errors.inc()
+                log.warning("db_write_retry", error=str(exc))
+                await asyncio.sleep(DB_RETRY_DELAY)

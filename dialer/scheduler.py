@@ -1,0 +1,144 @@
+"""The scheduler loop (SPEC §1): a notification only wakes it; it always re-reads
+the database. Each pass runs housekeeping (activation, completion, expiry), rescues
+calls of dead instances, and claims due calls for the free slots of the pool —
+never more than the pool can run, nor more than the token bucket will let it dial
+within about a second, so a claimed call does not sit claimed for long."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+import asyncpg
+import structlog
+
+from dialer.metrics import Metrics
+from dialer.models import Campaign
+from dialer.pacing import TokenBucket
+from dialer.pool import CallPool
+from dialer.store.lifecycle import LifecycleStore
+
+log = structlog.get_logger(__name__)
+
+HOUSEKEEPING_INTERVAL = 0.25  # seconds between housekeeping passes, unless woken by NOTIFY
+HEARTBEAT_INTERVAL = 5.0  # seconds
+RESCUE_INTERVAL = 5.0  # seconds
+GAUGE_INTERVAL = 5.0  # seconds between due-queue depth counts
+CLAIM_HORIZON = 1.0  # seconds of dialing the bucket allows that one pass may claim
+DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+
+class Scheduler:
+    """Owns the loop; the service owns the Scheduler."""
+
+    def __init__(
+        self,
+        *,
+        store: LifecycleStore,
+        pool: CallPool,
+        bucket: TokenBucket,
+        metrics: Metrics,
+        tick_seconds: float,
+        instance_timeout_seconds: float,
+        watchdog: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.store = store
+        self.pool = pool
+        self.bucket = bucket
+        self.metrics = metrics
+        self.tick = tick_seconds
+        self.instance_timeout = instance_timeout_seconds
+        self.watchdog = watchdog
+        self._wake = asyncio.Event()
+        self._housekeeping_due = True
+        self._rotation = 0
+        self._last = {"housekeeping": 0.0, "heartbeat": 0.0, "rescue": 0.0, "gauge": 0.0}
+        self.passes = 0
+
+    def wake(self, housekeeping: bool = False) -> None:
+        """Run a pass now (NOTIFY arrived, a slot was freed)."""
+        if housekeeping:
+            self._housekeeping_due = True
+        self._wake.set()
+
+    def on_campaign_notification(self, _payload: str) -> None:
+        """A campaign changed status or settings, or contacts were added."""
+        self.wake(housekeeping=True)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Loop until `stop` is set. A failing pass is logged and retried next tick:
+        the loop itself never dies of a database error."""
+        while not stop.is_set():
+            self._wake.clear()
+            sleep_for = self.tick
+            try:
+                sleep_for = await self.step()
+            except DB_ERRORS as exc:
+                self.metrics.db_errors.inc()
+                log.warning("scheduler_pass_failed", error=str(exc))
+            self.watchdog()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(sleep_for):
+                    await self._wake.wait()
+
+    async def step(self) -> float:
+        """One pass. Returns how long to sleep unless woken."""
+        self.passes += 1
+        now = time.monotonic()
+        if now - self._last["heartbeat"] >= HEARTBEAT_INTERVAL:
+            await self.store.heartbeat()
+            self._last["heartbeat"] = now
+        if now - self._last["rescue"] >= RESCUE_INTERVAL:
+            self._last["rescue"] = now
+            for call in await self.store.adopt_orphans(self.instance_timeout):
+                self.pool.resume(call)
+        if self._housekeeping_due or now - self._last["housekeeping"] >= HOUSEKEEPING_INTERVAL:
+            self._housekeeping_due = False
+            self._last["housekeeping"] = now
+            await self.store.housekeep()
+        if self.pool.free_slots() <= 0:
+            return self.tick  # a freed slot wakes the loop
+        campaigns = await self.store.dialable_campaigns()
+        if not campaigns:
+            return self.tick
+        exhausted = await self._claim(campaigns)
+        if now - self._last["gauge"] >= GAUGE_INTERVAL:
+            self._last["gauge"] = now
+            self.metrics.queue_depth.set(await self.store.due_count([c.id for c in campaigns]))
+        if exhausted:
+            # Limited by slots or pace, not by due work: a freed slot wakes us; the
+            # bucket refills at its rate.
+            return min(self.tick, 1.0 / self.bucket.rate)
+        return await self._sleep_hint(campaigns)
+
+    async def _claim(self, campaigns: list[Campaign]) -> bool:
+        """Claim for this pass's budget; True when the whole budget was used."""
+        budget = min(self.pool.free_slots(), self.bucket.available_within(CLAIM_HORIZON))
+        if budget <= 0:
+            return True
+        # Rotate the starting campaign so that one large campaign cannot starve others.
+        self._rotation = (self._rotation + 1) % len(campaigns)
+        order = campaigns[self._rotation :] + campaigns[: self._rotation]
+        share = max(1, budget // len(order))
+        for i, campaign in enumerate(order):
+            if budget <= 0:
+                break
+            want = budget if i == len(order) - 1 else min(budget, share)
+            claimed = await self.store.claim(campaign, want)
+            for call in claimed:
+                self.pool.start(call)
+            budget -= len(claimed)
+        return budget <= 0
+
+    async def _sleep_hint(self, campaigns: list[Campaign]) -> float:
+        """Nothing more is claimable now: sleep until the next call falls due (a
+        retry), but never longer than a tick. A due call held back by calling hours
+        leaves next_due in the past: then a tick it is."""
+        nxt: datetime | None = await self.store.next_due_at([c.id for c in campaigns])
+        if nxt is None:
+            return self.tick
+        wait = (nxt - self.store.clock()).total_seconds()
+        return self.tick if wait <= 0 else min(self.tick, wait)
