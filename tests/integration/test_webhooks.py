@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -23,6 +24,7 @@ from twilio.request_validator import RequestValidator
 from dialer.logs import configure_logging
 from dialer.metrics import CONTENT_TYPE_LATEST, Metrics
 from dialer.models import ApplyResult, CallEvent
+from dialer.store.lifecycle import LifecycleStore
 from dialer.webhooks import CallbackStore, WebhookDeps, bound_port, create_app, serve
 
 TOKEN = "test-auth-token-5f0c1d2e3a4b"
@@ -613,3 +615,295 @@ async def test_metrics_parse_as_prometheus_text(make_server: MakeServer) -> None
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
     assert samples[("dialer_callbacks_total", (("result", "applied"),))] == 1
     assert samples[("dialer_signature_failures_total", ())] == 1
+
+
+# -- against the real LifecycleStore on a real database ---------------------------------
+
+SID = "CA" + "a" * 32
+
+
+@dataclass
+class LiveCall:
+    """One in-progress call inserted with plain SQL, as the engine would have left it."""
+
+    campaign_id: uuid.UUID
+    contact_id: uuid.UUID
+    call_id: uuid.UUID
+
+    @property
+    def status_path(self) -> str:
+        """The status callback path the engine gives the carrier for this call."""
+        return f"/twilio/status?call_id={self.call_id}"
+
+
+async def insert_live_call(
+    conn: asyncpg.Connection, *, max_retries: int = 2, retry_delay_minutes: int = 30, sid: str = SID
+) -> LiveCall:
+    """An active campaign with one contact whose first attempt is in progress at the carrier."""
+    campaign_id = await conn.fetchval(
+        "INSERT INTO campaigns (name, status, caller_id, max_retries, retry_delay_minutes) "
+        "VALUES ('webhooks', 'active', '+34910000000', $1, $2) RETURNING id",
+        max_retries,
+        retry_delay_minutes,
+    )
+    contact_id = await conn.fetchval("INSERT INTO contacts (phone_number) VALUES ('+34911234567') RETURNING id")
+    await conn.execute(
+        "INSERT INTO campaign_contacts (campaign_id, contact_id, call_status, call_count, last_call_at) "
+        "VALUES ($1, $2, 'in_progress', 1, timezone('utc', now()))",
+        campaign_id,
+        contact_id,
+    )
+    call_id = await conn.fetchval(
+        "INSERT INTO calls (campaign_id, contact_id, status, call_sid, dialed_at) "
+        "VALUES ($1, $2, 'in_progress', $3, timezone('utc', now())) RETURNING id",
+        campaign_id,
+        contact_id,
+        sid,
+    )
+    return LiveCall(campaign_id, contact_id, call_id)
+
+
+async def snapshot(conn: asyncpg.Connection) -> dict[str, list[dict[str, Any]]]:
+    """Every row of every table in the public schema, in key order."""
+    tables = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename")
+    return {
+        t["tablename"]: [dict(r) for r in await conn.fetch(f'SELECT * FROM "{t["tablename"]}" ORDER BY 1')]
+        for t in tables
+    }
+
+
+async def counters(conn: asyncpg.Connection, campaign_id: uuid.UUID) -> dict[str, int]:
+    """The campaign's four counters."""
+    row = await conn.fetchrow(
+        "SELECT total_calls, pending_calls, successful_calls, failed_calls FROM campaigns WHERE id = $1",
+        campaign_id,
+    )
+    assert row is not None
+    return dict(row)
+
+
+def _no_template_check(template: str) -> None:
+    """Templates play no part in callbacks."""
+
+
+@pytest.fixture
+async def real_server(make_server: MakeServer, pool: asyncpg.Pool) -> Server:
+    """The webhook app in front of the real LifecycleStore on the test's own database."""
+    store = LifecycleStore(pool, instance_id=uuid.uuid4(), validate_template=_no_template_check)
+    return await make_server(store)
+
+
+def at(hh_mm_ss: str) -> str:
+    """An RFC 2822 Timestamp on 25 Nov 2026 at this UTC time."""
+    return f"Wed, 25 Nov 2026 {hh_mm_ss} +0000"
+
+
+async def test_real_normal_sequence_completes_the_call(real_server: Server, conn: asyncpg.Connection) -> None:
+    """initiated, ringing, in-progress, completed → call completed with duration, contact completed, counters right."""
+    call = await insert_live_call(conn)
+    sequence = [
+        ("initiated", "19:25:50", {}),
+        ("ringing", "19:25:52", {}),
+        ("in-progress", "19:26:00", {}),
+        ("completed", "19:26:17", {"CallDuration": "17"}),
+    ]
+    for n, (status, hms, extra) in enumerate(sequence):
+        form = status_form(SID, status, Timestamp=at(hms), SequenceNumber=str(n), **extra)
+        assert (await real_server.post(call.status_path, form)).status == 200
+    row = await conn.fetchrow("SELECT * FROM calls WHERE id = $1", call.call_id)
+    assert row is not None
+    assert row["status"] == "completed"
+    assert row["outcome"] == "completed"
+    assert row["duration"] == 17
+    assert row["started_at"] == datetime(2026, 11, 25, 19, 26, 0)
+    assert row["ended_at"] == datetime(2026, 11, 25, 19, 26, 17)
+    assert await conn.fetchval("SELECT call_status FROM campaign_contacts") == "completed"
+    assert await counters(conn, call.campaign_id) == {
+        "total_calls": 1,
+        "pending_calls": 0,
+        "successful_calls": 1,
+        "failed_calls": 0,
+    }
+    assert real_server.metric("dialer_callbacks_total", {"result": "applied"}) == 4
+
+
+async def test_real_final_callback_twice_changes_nothing_the_second_time(
+    real_server: Server, conn: asyncpg.Connection
+) -> None:
+    """A duplicated final callback is acknowledged and leaves every table as it was."""
+    call = await insert_live_call(conn)
+    form = status_form(SID, "completed", CallDuration="9")
+    assert (await real_server.post(call.status_path, form)).status == 200
+    before = await snapshot(conn)
+    assert (await real_server.post(call.status_path, form)).status == 200
+    assert await snapshot(conn) == before
+    assert real_server.metric("dialer_callbacks_total", {"result": "ignored"}) == 1
+
+
+async def test_real_ringing_after_completed_changes_nothing(real_server: Server, conn: asyncpg.Connection) -> None:
+    """An out-of-order non-final callback after the end is ignored."""
+    call = await insert_live_call(conn)
+    assert (await real_server.post(call.status_path, status_form(SID, "completed", CallDuration="3"))).status == 200
+    before = await snapshot(conn)
+    assert (await real_server.post(call.status_path, status_form(SID, "ringing"))).status == 200
+    assert await snapshot(conn) == before
+
+
+async def test_real_unknown_sid_is_acknowledged_and_changes_nothing(
+    real_server: Server, conn: asyncpg.Connection
+) -> None:
+    """completed for a CallSid (and call_id) nobody knows → 200, no row changed."""
+    await insert_live_call(conn)
+    before = await snapshot(conn)
+    reply = await real_server.post(f"/twilio/status?call_id={uuid.uuid4()}", status_form("CA" + "f" * 32, "completed"))
+    assert reply.status == 200
+    reply = await real_server.post("/twilio/status", status_form("CA" + "e" * 32, "completed"))
+    assert reply.status == 200
+    assert await snapshot(conn) == before
+    assert real_server.metric("dialer_callbacks_total", {"result": "unknown"}) == 2
+
+
+async def test_real_lookup_by_sid_when_call_id_is_mangled(real_server: Server, conn: asyncpg.Connection) -> None:
+    """A callback whose call_id is not a UUID still finds its call by CallSid."""
+    call = await insert_live_call(conn)
+    assert (await real_server.post("/twilio/status?call_id=garbage", status_form(SID, "completed"))).status == 200
+    assert await conn.fetchval("SELECT status::text FROM calls WHERE id = $1", call.call_id) == "completed"
+
+
+async def test_real_busy_with_retries_left_schedules_a_retry(real_server: Server, conn: asyncpg.Connection) -> None:
+    """busy with retries left → retry row with retry_count+1 at ended_at + retry_delay_minutes."""
+    call = await insert_live_call(conn, max_retries=2, retry_delay_minutes=30)
+    form = status_form(SID, "busy", Timestamp=at("19:26:17"))
+    assert (await real_server.post(call.status_path, form)).status == 200
+    rows = await conn.fetch("SELECT * FROM calls ORDER BY retry_count")
+    assert [(r["status"], r["retry_count"]) for r in rows] == [("failed", 0), ("scheduled", 1)]
+    assert rows[0]["outcome"] == "busy"
+    assert rows[0]["ended_at"] == datetime(2026, 11, 25, 19, 26, 17)
+    assert rows[1]["scheduled_at"] == rows[0]["ended_at"] + timedelta(minutes=30)
+    assert await conn.fetchval("SELECT call_status FROM campaign_contacts") == "scheduled"
+    assert await counters(conn, call.campaign_id) == {
+        "total_calls": 2,
+        "pending_calls": 1,
+        "successful_calls": 0,
+        "failed_calls": 1,
+    }
+
+
+async def test_real_busy_without_retries_fails_the_contact(real_server: Server, conn: asyncpg.Connection) -> None:
+    """busy on the last allowed attempt → contact failed, no retry row."""
+    call = await insert_live_call(conn, max_retries=0)
+    assert (await real_server.post(call.status_path, status_form(SID, "busy"))).status == 200
+    assert await conn.fetchval("SELECT count(*) FROM calls") == 1
+    assert await conn.fetchval("SELECT status::text FROM calls") == "failed"
+    assert await conn.fetchval("SELECT call_status FROM campaign_contacts") == "failed"
+    assert await counters(conn, call.campaign_id) == {
+        "total_calls": 1,
+        "pending_calls": 0,
+        "successful_calls": 0,
+        "failed_calls": 1,
+    }
+
+
+async def test_real_concurrent_duplicate_final_callbacks_make_one_retry(
+    real_server: Server, conn: asyncpg.Connection
+) -> None:
+    """Five copies of one busy callback racing each other schedule exactly one retry."""
+    call = await insert_live_call(conn, max_retries=3)
+    form = status_form(SID, "no-answer")
+    replies = await asyncio.gather(*(real_server.post(call.status_path, form) for _ in range(5)))
+    assert [r.status for r in replies] == [200] * 5
+    assert await conn.fetchval("SELECT count(*) FROM calls WHERE retry_count = 1") == 1
+    assert await counters(conn, call.campaign_id) == {
+        "total_calls": 2,
+        "pending_calls": 1,
+        "successful_calls": 0,
+        "failed_calls": 1,
+    }
+    assert real_server.metric("dialer_callbacks_total", {"result": "applied"}) == 1
+    assert real_server.metric("dialer_callbacks_total", {"result": "ignored"}) == 4
+
+
+async def test_real_final_callback_notifies_the_waiting_coroutine(
+    real_server: Server, conn: asyncpg.Connection, db_url: str
+) -> None:
+    """The status change NOTIFYs dialer_call so the call coroutine on any instance wakes."""
+    call = await insert_live_call(conn)
+    listener = await asyncpg.connect(db_url)
+    got: asyncio.Queue[str] = asyncio.Queue()
+    try:
+        await listener.add_listener("dialer_call", lambda *args: got.put_nowait(str(args[3])))
+        assert (await real_server.post(call.status_path, status_form(SID, "completed"))).status == 200
+        assert await asyncio.wait_for(got.get(), timeout=5) == f"{call.call_id}:completed"
+    finally:
+        await listener.close()
+
+
+async def test_real_recording_is_stored(real_server: Server, conn: asyncpg.Connection) -> None:
+    """A completed recording callback sets calls.recording_url."""
+    call = await insert_live_call(conn)
+    url = "https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE1"
+    form = {"CallSid": SID, "RecordingStatus": "completed", "RecordingUrl": url}
+    assert (await real_server.post(f"/twilio/recording?call_id={call.call_id}", form)).status == 200
+    assert await conn.fetchval("SELECT recording_url FROM calls WHERE id = $1", call.call_id) == url
+
+
+def _completed_form() -> dict[str, str]:
+    return status_form(SID, "completed", CallDuration="30")
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("forged_signature", 403),
+        ("missing_signature", 403),
+        ("signed_for_other_public_url", 403),
+        ("signed_for_other_call_id", 403),
+        ("one_megabyte_body", 413),
+        ("signed_json_body", 400),
+        ("unsigned_json_body", 403),
+        ("signed_empty_body", 400),
+    ],
+)
+async def test_real_rejected_requests_change_no_row(
+    real_server: Server, conn: asyncpg.Connection, case: str, expected: int
+) -> None:
+    """Every refused request (403/413/400) leaves every table exactly as it was."""
+    call = await insert_live_call(conn)
+    path = call.status_path
+    form = _completed_form()
+    before = await snapshot(conn)
+    json_headers = {"Content-Type": "application/json"}
+    form_headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    if case == "forged_signature":
+        reply = await real_server.post(path, form, signature=sign(path, form).swapcase())
+    elif case == "missing_signature":
+        reply = await real_server.post(path, form, signed=False)
+    elif case == "signed_for_other_public_url":
+        reply = await real_server.post(path, form, signature=sign(path, form, public_url="http://127.0.0.1:8080"))
+    elif case == "signed_for_other_call_id":
+        reply = await real_server.post(path, form, signature=sign(f"/twilio/status?call_id={uuid.uuid4()}", form))
+    elif case == "one_megabyte_body":
+        reply = await real_server.post(path, {**form, "Padding": "x" * 1024 * 1024})
+    elif case == "signed_json_body":
+        reply = await real_server.request("POST", path, data=json.dumps(form), headers=json_headers, signature=sign(path))
+    elif case == "unsigned_json_body":
+        reply = await real_server.request("POST", path, data=json.dumps(form), headers=json_headers, signed=False)
+    else:
+        reply = await real_server.request("POST", path, data=b"", headers=form_headers, signature=sign(path))
+    assert reply.status == expected
+    assert await snapshot(conn) == before
+    # The same call still takes a proper callback: the refusals consumed nothing.
+    assert (await real_server.post(path, form)).status == 200
+    assert await conn.fetchval("SELECT status::text FROM calls WHERE id = $1", call.call_id) == "completed"
+
+
+async def test_real_readyz_follows_the_pool(make_server: MakeServer, pool: asyncpg.Pool) -> None:
+    """/readyz with a pool-backed check: 200 while the pool answers, 503 once it is closed."""
+
+    async def is_ready() -> bool:
+        return bool(await pool.fetchval("SELECT true"))
+
+    server = await make_server(is_ready=is_ready)
+    assert (await server.request("GET", "/readyz", signed=False)).status == 200
+    await pool.close()
+    assert (await server.request("GET", "/readyz", signed=False)).status == 503
