@@ -63,7 +63,8 @@ MAX_FIELD_CHARS: Final = 255
 # A form field count cap: a real Twilio callback carries about 20.
 MAX_FORM_FIELDS: Final = 200
 READY_TIMEOUT_SECONDS: Final = 2.0
-# Errors of the database path: answered 503 so that Twilio retries the callback.
+# Errors of the database path: answered 503, so a carrier that retries (the simulator, Twilio
+# with connection overrides) tries again; reconciliation (SPEC §5) catches the rest.
 DB_ERRORS: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, DatabaseUnavailable)
 # Probes and scrapes are logged at debug level so they do not drown the journal.
 _QUIET_PATHS: Final = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -373,8 +374,8 @@ class _Webhooks:
         try:
             return await asyncio.wait_for(call, timeout=self.deps.store_timeout_seconds)
         except (*DB_ERRORS, TimeoutError):
-            # TimeoutError is an OSError too; named for the reader. Answering 503 makes
-            # Twilio try again; the store is idempotent, so a retry is always safe.
+            # TimeoutError is an OSError too; named for the reader. A 503 invites a retry,
+            # and the store is idempotent, so a retried callback is always safe.
             self.deps.metrics.db_errors.inc()
             self._count("error")
             log.exception("callback_db_error", operation=operation)
