@@ -1,0 +1,121 @@
+"""Script templates: placeholders, escaping into TwiML, validation."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from typing import Any
+
+import pytest
+
+from dialer.errors import TemplateError
+from dialer.models import Contact
+from dialer.twiml import (
+    DEFAULT_MESSAGE,
+    INLINE_TWIML_LIMIT,
+    fits_inline,
+    render_script,
+    render_twiml,
+    validate_template,
+)
+
+
+def _contact(**overrides: Any) -> Contact:
+    fields: dict[str, Any] = {
+        "first_name": "Ana",
+        "last_name": "García",
+        "phone_number": "+34911234567",
+        "email": "ana@example.com",
+        "custom_fields": {"plan": "Oro", "balance": 42},
+    }
+    fields.update(overrides)
+    return Contact(**fields)
+
+
+def _say_texts(twiml: str) -> list[str]:
+    root = ET.fromstring(twiml)
+    assert root.tag == "Response"
+    assert root.find(".//Dial") is None
+    says = root.findall("Say")
+    assert len(list(root)) == len(says)
+    return [s.text or "" for s in says]
+
+
+def test_placeholders_are_filled_from_contact_fields_and_custom_fields() -> None:
+    """Every standard field and custom.KEY is substituted, whitespace in braces allowed."""
+    text = render_script(
+        "Hola {{first_name}} {{ last_name }}, {{phone_number}} {{email}}: plan {{custom.plan}}, {{ custom.balance }}.",
+        _contact(),
+    )
+    assert text == "Hola Ana García, +34911234567 ana@example.com: plan Oro, 42."
+
+
+def test_missing_values_render_as_empty_text() -> None:
+    """A None field or an absent custom key becomes an empty string, not 'None'."""
+    text = render_script("[{{first_name}}][{{custom.nope}}]", _contact(first_name=None))
+    assert text == "[][]"
+
+
+def test_empty_template_speaks_the_default_message() -> None:
+    """None or blank templates fall back to DEFAULT_MESSAGE."""
+    assert render_script(None, _contact()) == DEFAULT_MESSAGE
+    assert _say_texts(render_twiml("  ", _contact(), voice="alice", language="en-US")) == [DEFAULT_MESSAGE]
+
+
+def test_hostile_contact_values_come_out_as_text_never_twiml() -> None:
+    """<, &, quotes and TwiML-looking text in a name stay one Say's text."""
+    evil = '<Dial>+1555</Dial> & "quotes" \'single\''
+    twiml = render_twiml("Hello {{first_name}}!", _contact(first_name=evil), voice="alice", language="es-ES")
+    assert _say_texts(twiml) == [f"Hello {evil}!"]
+    say = ET.fromstring(twiml).find("Say")
+    assert say is not None
+    assert say.get("voice") == "alice"
+    assert say.get("language") == "es-ES"
+
+
+def test_twiml_looking_template_is_spoken_as_text() -> None:
+    """A template that itself contains TwiML markup is escaped, not interpreted."""
+    template = "</Say><Dial>+15550001111</Dial><Say>"
+    assert _say_texts(render_twiml(template, _contact(), voice="alice", language="en-US")) == [template]
+
+
+def test_xml_invalid_control_characters_are_dropped() -> None:
+    """Characters XML 1.0 cannot carry are removed so the document always parses."""
+    twiml = render_twiml("a{{first_name}}b", _contact(first_name="\x00\x07x"), voice="alice", language="en-US")
+    assert _say_texts(twiml) == ["axb"]
+
+
+def test_unknown_placeholders_are_all_named() -> None:
+    """validate_template names every unknown placeholder in one error."""
+    with pytest.raises(TemplateError) as caught:
+        validate_template("Hi {{nombre}} and {{ custom. }} {{first_name}} {{phone}}")
+    message = str(caught.value)
+    assert "nombre" in message
+    assert "{{phone}}" in message
+    assert "custom." in message
+    assert "first_name" not in message
+
+
+@pytest.mark.parametrize("template", ["Hi {{first_name", "Hi {{first_name}} {{", "Hi first_name}}", "{{}}"])
+def test_malformed_braces_are_rejected(template: str) -> None:
+    """Unclosed or stray double braces and empty placeholders raise TemplateError."""
+    with pytest.raises(TemplateError):
+        validate_template(template)
+
+
+def test_render_refuses_an_invalid_template() -> None:
+    """render_script raises rather than speaking a half-filled script."""
+    with pytest.raises(TemplateError):
+        render_script("Hi {{firstname}}", _contact())
+
+
+def test_single_braces_are_plain_text() -> None:
+    """Single braces are not placeholders and pass through unchanged."""
+    validate_template("Price {5} {a}")
+    assert render_script("Price {5}", _contact()) == "Price {5}"
+
+
+def test_inline_limit() -> None:
+    """fits_inline accepts up to INLINE_TWIML_LIMIT characters and no more."""
+    assert INLINE_TWIML_LIMIT == 4000
+    assert fits_inline("x" * 4000)
+    assert not fits_inline("x" * 4001)
