@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("migrate", help="apply pending database migrations")
     p.set_defaults(handler=_migrate)
     # Each subcommand module adds its own parsers here (one line per module).
+    from dialer.carrier import simulator as _sim
+
+    _sim.register_cli(sub)
     return parser
 
 
