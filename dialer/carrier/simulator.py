@@ -224,6 +224,7 @@ class Simulator:
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
         self._closing = asyncio.Event()
+        self._call_created = asyncio.Event()
 
     # ---- control surface -------------------------------------------------------------
 
@@ -249,6 +250,13 @@ class Simulator:
     def call(self, sid: str) -> SimCall:
         """The record of call `sid` (KeyError if unknown)."""
         return self._by_sid[sid]
+
+    async def wait_for_calls(self, count: int, within: float = 10.0) -> None:
+        """Wait until at least `count` calls have been created (TimeoutError otherwise)."""
+        async with asyncio.timeout(within):
+            while len(self.calls) < count:
+                self._call_created.clear()
+                await self._call_created.wait()
 
     async def wait_idle(self, within: float = 10.0) -> None:
         """Wait until every created call has ended and its callbacks are sent."""
@@ -462,6 +470,7 @@ class Simulator:
             call.twiml = twiml
         self.calls.append(call)
         self._by_sid[call.sid] = call
+        self._call_created.set()
         self.live += 1
         self.max_concurrent = max(self.max_concurrent, self.live)
         log.debug("sim_call_created", call_sid=call.sid, outcome=outcome)

@@ -63,7 +63,7 @@ def test_empty_template_speaks_the_default_message() -> None:
 
 def test_hostile_contact_values_come_out_as_text_never_twiml() -> None:
     """<, &, quotes and TwiML-looking text in a name stay one Say's text."""
-    evil = '<Dial>+1555</Dial> & "quotes" \'single\''
+    evil = "<Dial>+1555</Dial> & \"quotes\" 'single'"
     twiml = render_twiml("Hello {{first_name}}!", _contact(first_name=evil), voice="alice", language="es-ES")
     assert _say_texts(twiml) == [f"Hello {evil}!"]
     say = ET.fromstring(twiml).find("Say")
@@ -80,7 +80,9 @@ def test_twiml_looking_template_is_spoken_as_text() -> None:
 
 def test_xml_invalid_control_characters_are_dropped() -> None:
     """Characters XML 1.0 cannot carry are removed so the document always parses."""
-    twiml = render_twiml("a{{first_name}}b", _contact(first_name="\x00\x07x"), voice="alice", language="en-US")
+    twiml = render_twiml(
+        "a{{first_name}}b", _contact(first_name="\x00\x07x"), voice="alice", language="en-US"
+    )
     assert _say_texts(twiml) == ["axb"]
 
 
