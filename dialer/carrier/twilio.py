@@ -25,7 +25,7 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
-from dialer.carrier import CarrierCall, DialRequest
+from dialer.carrier import PERMANENT_ERROR_CODES, CarrierCall, DialRequest
 from dialer.config import TwilioSettings
 from dialer.errors import CarrierError
 
@@ -33,25 +33,9 @@ log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
-# Twilio error codes that say the destination number itself is unusable: the engine
-# makes the contact final (invalid_number) at once instead of retrying.
-PERMANENT_CODES = frozenset(
-    {
-        13223,  # Dial: invalid phone number format
-        13224,  # Dial: invalid phone number
-        13225,  # Dial: forbidden phone number
-        21211,  # invalid 'To' phone number
-        21214,  # 'To' phone number cannot be reached
-        21215,  # geographic permission: international calls to this number not enabled
-        21216,  # account not allowed to call this (premium) number
-        21217,  # phone number does not appear to be valid
-        21401,  # invalid phone number
-        21407,  # this phone number type does not support voice
-        21610,  # the destination has unsubscribed / is blocked
-        21612,  # cannot route to this number
-        21614,  # 'To' number is not a valid mobile/landline number
-    }
-)
+# The number itself is unusable: the engine makes the contact final (invalid_number)
+# at once. One shared set, so a REST error and a callback ErrorCode agree.
+PERMANENT_CODES = PERMANENT_ERROR_CODES
 
 STATUS_EVENTS = ["initiated", "ringing", "answered", "completed"]
 # HTTP statuses that say the request was not acted on and may be repeated.
