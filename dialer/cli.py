@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     from dialer.carrier import simulator as _sim
 
     _sim.register_cli(sub)
+    from dialer import operator as _op
+
+    _op.register_cli(sub)
     return parser
 
 

@@ -1,0 +1,340 @@
+"""CSV import of contacts, streamed: the file is read row by row and written in
+batches, so memory stays bounded whatever the file's size.
+
+Columns are matched by header name, ignoring case, surrounding spaces and the
+difference between spaces, hyphens and underscores ("Phone Number" is phone_number).
+first_name, last_name, phone_number, email and timezone fill those columns; every
+other column goes into custom_fields as a string, under its normalised name
+("Customer ID" → custom.customer_id in a script).
+
+Dedupe is by E.164 number: a number that already belongs to a contact reuses that
+contact *unchanged* (the import never overwrites what an operator or the daemon may
+have edited since), and a number repeated inside the file is rejected on its second
+line, naming the first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import re
+import uuid
+import zoneinfo
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import asyncpg
+import structlog
+
+from dialer import numbers
+from dialer.errors import ImportRejected
+from dialer.store.campaigns import CampaignStore
+from dialer.store.contacts import ContactImportStore, DoNotCallStore, StagedContact
+
+log = structlog.get_logger(__name__)
+
+BATCH_SIZE = 5000
+STANDARD_COLUMNS = ("first_name", "last_name", "phone_number", "email", "timezone")
+# Column widths of the contacts table: longer values would fail the whole batch.
+MAX_LENGTHS = {"first_name": 100, "last_name": 100, "email": 255}
+
+Reporter = Callable[[str], None]
+ProgressCallback = Callable[[int, int], None]  # (bytes read, total bytes)
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """Totals of one import."""
+
+    new: int
+    existing: int
+    rejected: int
+    linked: int
+
+    def summary(self) -> str:
+        """The one line the CLI prints at the end."""
+        return f"imported {self.new} new, {self.existing} existing, {self.rejected} rejected (see above)"
+
+
+def normalise_header(name: str) -> str:
+    """'  Phone-Number ' → 'phone_number'."""
+    return re.sub(r"[\s\-]+", "_", name.strip().lower())
+
+
+class _CountingReader(io.RawIOBase):
+    """A raw binary stream that counts the bytes read, to drive a progress bar by
+    position (a text stream cannot tell() while a csv reader iterates it)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        super().__init__()
+        self._raw = raw
+        self.consumed = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._raw.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        self.consumed += n
+        return n
+
+
+@dataclass(frozen=True)
+class _Header:
+    """Where each known column is, and which columns are custom fields."""
+
+    positions: dict[str, int]
+    custom: list[tuple[int, str]]
+    width: int
+
+
+def _header_names(path: Path, reader: Iterator[list[str]]) -> dict[str, int]:
+    """The header's normalised names and their positions; the file must have a
+    phone_number column, and no empty or repeated names."""
+    try:
+        row = next(reader)
+    except StopIteration:
+        raise ImportRejected(f"{path}: the file is empty (expected a header line)") from None
+    names = [normalise_header(n) for n in row]
+    seen: dict[str, int] = {}
+    for index, name in enumerate(names):
+        if not name:
+            raise ImportRejected(f"{path}: column {index + 1} of the header has no name")
+        if name in seen:
+            raise ImportRejected(f"{path}: column {name!r} appears twice in the header")
+        seen[name] = index
+    if "phone_number" not in seen:
+        found = ", ".join(names)
+        raise ImportRejected(f"{path}: no phone_number column (found: {found})")
+    return seen
+
+
+def _read_header(path: Path, reader: Iterator[list[str]]) -> _Header:
+    seen = _header_names(path, reader)
+    positions = {name: seen[name] for name in STANDARD_COLUMNS if name in seen}
+    custom = [(i, n) for n, i in seen.items() if n not in STANDARD_COLUMNS]
+    return _Header(positions=positions, custom=custom, width=len(seen))
+
+
+def _valid_zone(name: str) -> bool:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _stage_row(header: _Header, row: list[str], line: int, default_region: str | None) -> StagedContact:
+    """Validate one data row; raises ValueError with the reason it is rejected."""
+    if len(row) > header.width:
+        raise ValueError(f"has {len(row)} fields but the header has {header.width}")
+    row = row + [""] * (header.width - len(row))
+
+    def value(column: str) -> str | None:
+        index = header.positions.get(column)
+        text = row[index].strip() if index is not None else ""
+        return text or None
+
+    try:
+        parsed = numbers.parse(row[header.positions["phone_number"]], default_region)
+    except numbers.InvalidNumber as exc:
+        raise ValueError(str(exc)) from None
+    fields = {column: value(column) for column in ("first_name", "last_name", "email", "timezone")}
+    for column, limit in MAX_LENGTHS.items():
+        text = fields[column]
+        if text is not None and len(text) > limit:
+            raise ValueError(f"{column} is longer than {limit} characters")
+    email = fields["email"]
+    if email is not None and "@" not in email:
+        raise ValueError(f"email {email!r} has no @")
+    zone = fields["timezone"]
+    if zone is not None and not _valid_zone(zone):
+        raise ValueError(f"unknown IANA time zone {zone!r}")
+    return StagedContact(
+        line=line,
+        phone_number=parsed.e164,
+        first_name=fields["first_name"],
+        last_name=fields["last_name"],
+        email=email,
+        timezone=zone,
+        custom_fields={name: row[index] for index, name in header.custom},
+    )
+
+
+class _CsvFile:
+    """A CSV file opened for streaming: a csv reader over UTF-8 text (a byte-order
+    mark, which spreadsheets write, is dropped) plus the bytes consumed so far."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            raw = path.open("rb")
+            self.total_bytes = path.stat().st_size
+        except OSError as exc:
+            raise ImportRejected(f"{path}: cannot open ({exc.strerror})") from None
+        self._counter = _CountingReader(raw)
+        # newline="" lets the csv module handle line breaks inside quoted fields.
+        self._text = io.TextIOWrapper(io.BufferedReader(self._counter), encoding="utf-8-sig", newline="")
+        self.reader = csv.reader(self._text)
+
+    @property
+    def consumed(self) -> int:
+        """Bytes read from the file so far (ahead of the parser by one buffer)."""
+        return self._counter.consumed
+
+    def rows(self) -> Iterator[tuple[int, list[str]]]:
+        """(first line number, fields) of each non-blank record after the header."""
+        next_line = self.reader.line_num + 1
+        for row in self.reader:
+            line, next_line = next_line, self.reader.line_num + 1
+            if any(cell.strip() for cell in row):
+                yield line, row
+
+    def close(self) -> None:
+        """Close the file."""
+        self._text.close()
+
+    def __enter__(self) -> _CsvFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def _read_errors(path: Path, reader: Any) -> Iterator[None]:
+    """Turn decoding and CSV syntax errors into one clear ImportRejected line."""
+    try:
+        yield
+    except UnicodeDecodeError:
+        raise ImportRejected(f"{path}: not UTF-8 text (save the CSV as UTF-8)") from None
+    except csv.Error as exc:
+        raise ImportRejected(f"{path}: line {reader.line_num}: malformed CSV ({exc})") from None
+
+
+async def import_csv(
+    conn: asyncpg.Connection,
+    path: str | Path,
+    *,
+    campaign_id: uuid.UUID | None = None,
+    default_region: str | None = None,
+    report: Reporter,
+    progress: ProgressCallback | None = None,
+    batch_size: int = BATCH_SIZE,
+) -> ImportResult:
+    """Import contacts from a CSV file in one transaction.
+
+    Rejected rows are passed to `report` as "line N: reason" and skipped; a file that
+    cannot be imported at all raises ImportRejected and changes nothing. With
+    `campaign_id`, every imported or reused contact is also linked into that campaign.
+    """
+    path = Path(path)
+    if campaign_id is not None and await CampaignStore(conn).get(campaign_id) is None:
+        raise ImportRejected(f"no campaign with id {campaign_id}")
+    new = existing = rejected = linked = 0
+    store = ContactImportStore(conn)
+    with _CsvFile(path) as source, _read_errors(path, source.reader):
+        header = _read_header(path, source.reader)
+        async with conn.transaction():
+            await store.begin()
+            batch: dict[str, StagedContact] = {}
+
+            async def flush() -> None:
+                nonlocal new, existing, rejected, linked
+                if batch:
+                    result = await store.import_batch(list(batch.values()), campaign_id)
+                    for line, first in result.duplicates:
+                        report(f"line {line}: duplicate phone number (same as line {first}), skipped")
+                    rejected += len(result.duplicates)
+                    new += result.new
+                    existing += result.existing
+                    linked += result.linked
+                    batch.clear()
+                if progress is not None:
+                    progress(source.consumed, source.total_bytes)
+
+            for line, row in source.rows():
+                try:
+                    staged = _stage_row(header, row, line, default_region)
+                except ValueError as exc:
+                    report(f"line {line}: {exc}")
+                    rejected += 1
+                    continue
+                first = batch.get(staged.phone_number)
+                if first is not None:
+                    report(f"line {line}: duplicate phone number (same as line {first.line}), skipped")
+                    rejected += 1
+                    continue
+                batch[staged.phone_number] = staged
+                if len(batch) >= batch_size:
+                    await flush()
+            await flush()
+    log.info(
+        "contacts_imported",
+        file=path.name,
+        new=new,
+        existing=existing,
+        rejected=rejected,
+        linked=linked,
+        campaign_id=str(campaign_id) if campaign_id else None,
+    )
+    return ImportResult(new=new, existing=existing, rejected=rejected, linked=linked)
+
+
+@dataclass(frozen=True)
+class DncImportResult:
+    """Totals of one do-not-call import."""
+
+    added: int
+    already_listed: int
+    rejected: int
+
+    def summary(self) -> str:
+        """The one line the CLI prints at the end."""
+        return (
+            f"added {self.added} new, {self.already_listed} already listed, "
+            f"{self.rejected} rejected (see above)"
+        )
+
+
+async def import_dnc_csv(
+    conn: asyncpg.Connection,
+    path: str | Path,
+    *,
+    default_region: str | None = None,
+    reason: str | None = None,
+    report: Reporter,
+    batch_size: int = BATCH_SIZE,
+) -> DncImportResult:
+    """Add the numbers of a CSV file (a phone_number column, optionally a reason
+    column, else `reason`) to the do-not-call list, in one transaction."""
+    path = Path(path)
+    store = DoNotCallStore(conn)
+    added = accepted = rejected = 0
+    with _CsvFile(path) as source, _read_errors(path, source.reader):
+        columns = _header_names(path, source.reader)
+        phone_at, reason_at = columns["phone_number"], columns.get("reason")
+        async with conn.transaction():
+            batch: list[tuple[str, str | None]] = []
+            for line, row in source.rows():
+                try:
+                    number = numbers.parse(row[phone_at] if phone_at < len(row) else "", default_region)
+                except numbers.InvalidNumber as exc:
+                    report(f"line {line}: {exc}")
+                    rejected += 1
+                    continue
+                own = row[reason_at].strip() if reason_at is not None and reason_at < len(row) else ""
+                batch.append((number.e164, own or reason))
+                accepted += 1
+                if len(batch) >= batch_size:
+                    added += await store.add_many(batch)
+                    batch.clear()
+            if batch:
+                added += await store.add_many(batch)
+    log.info("dnc_imported", file=path.name, added=added, rejected=rejected)
+    return DncImportResult(added=added, already_listed=accepted - added, rejected=rejected)

@@ -1,0 +1,159 @@
+"""How `campaign status` and `campaign list` look: counters, dispositions, a
+progress bar of final dispositions over contacts, the dial rate, the next due call,
+and a live view (`--watch`) that redraws until the campaign is final.
+
+Rendering is pure (a snapshot in, a rich renderable out) so it is tested without a
+terminal; rich prints plain text when stdout is not one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from dialer.store.campaigns import CampaignProgress
+
+# Dispositions in the order an operator reads them: open first, then final.
+DISPOSITION_ORDER = (
+    "pending",
+    "scheduled",
+    "in_progress",
+    "completed",
+    "failed",
+    "cancelled",
+    "invalid_number",
+    "do_not_call",
+)
+STATUS_STYLE = {
+    "draft": "dim",
+    "active": "bold green",
+    "paused": "yellow",
+    "completed": "bold blue",
+    "cancelled": "red",
+}
+
+
+def describe_due(due: datetime | None, now: datetime | None) -> str:
+    """'2025-03-01 09:00:00 UTC (in 4m)', 'now', or 'none'."""
+    if due is None:
+        return "none"
+    when = f"{due:%Y-%m-%d %H:%M:%S} UTC"
+    if now is None:
+        return when
+    seconds = int((due - now).total_seconds())
+    if seconds <= 0:
+        return f"{when} (due now)"
+    return f"{when} (in {_duration(seconds)})"
+
+
+def _duration(seconds: int) -> str:
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"
+
+
+def dispositions_line(dispositions: dict[str, int]) -> str:
+    """'pending 3, completed 5, failed 1' in reading order (unknown values last)."""
+    ordered = [s for s in DISPOSITION_ORDER if dispositions.get(s)]
+    ordered += sorted(s for s in dispositions if s not in DISPOSITION_ORDER and dispositions[s])
+    return ", ".join(f"{s} {dispositions[s]}" for s in ordered) or "no contacts"
+
+
+def render_progress(p: CampaignProgress) -> RenderableType:
+    """One campaign's status block."""
+    title = Text.assemble(
+        (p.name, "bold"), f"  {p.id}  ", (p.status, STATUS_STYLE.get(p.status, ""))
+    )
+    done, total = p.finished_contacts, p.contacts
+    percent = 100.0 * done / total if total else 0.0
+    bar = Table.grid(padding=(0, 1))
+    bar.add_row(
+        ProgressBar(total=max(total, 1), completed=done, width=40),
+        Text(f"{done}/{total} contacts final ({percent:.0f}%)"),
+    )
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold")
+    facts.add_column()
+    facts.add_row(
+        "calls",
+        f"total {p.total_calls}, pending {p.pending_calls}, "
+        f"successful {p.successful_calls}, failed {p.failed_calls}",
+    )
+    facts.add_row("dispositions", dispositions_line(p.dispositions))
+    facts.add_row("dial rate", f"{p.dialed_last_minute} calls in the last minute")
+    facts.add_row("next due call", describe_due(p.next_due_at, p.now))
+    parts: list[RenderableType] = [title, bar, facts]
+    if p.last_error:
+        parts.append(Text(f"last error: {p.last_error}", style="bold red"))
+    return Group(*parts)
+
+
+def render_many(snapshots: Sequence[CampaignProgress]) -> RenderableType:
+    """Several status blocks, separated by a blank line."""
+    if not snapshots:
+        return Text("no open campaigns")
+    blocks: list[RenderableType] = []
+    for i, snapshot in enumerate(snapshots):
+        if i:
+            blocks.append(Text(""))
+        blocks.append(render_progress(snapshot))
+    return Group(*blocks)
+
+
+def render_list(rows: Sequence[dict[str, Any]]) -> RenderableType:
+    """The `campaign list` table."""
+    if not rows:
+        return Text("no campaigns")
+    table = Table(box=None, pad_edge=False)
+    for name in ("id", "name", "status", "contacts", "calls", "ok", "failed", "created (UTC)"):
+        table.add_column(name, no_wrap=name == "id")
+    for r in rows:
+        table.add_row(
+            str(r["id"]),
+            r["name"],
+            Text(r["status"], style=STATUS_STYLE.get(r["status"], "")),
+            str(r["contacts"]),
+            str(r["total_calls"]),
+            str(r["successful_calls"]),
+            str(r["failed_calls"]),
+            f"{r['created_at']:%Y-%m-%d %H:%M}",
+        )
+    return table
+
+
+async def watch(
+    fetch: Callable[[], Awaitable[list[CampaignProgress]]],
+    console: Console,
+    *,
+    interval: float = 1.0,
+    max_updates: int | None = None,
+) -> list[CampaignProgress]:
+    """Redraw the status of what `fetch` returns every `interval` seconds until every
+    campaign shown is final (or Ctrl-C, which the caller handles). Returns the last
+    snapshots. `max_updates` bounds the loop for tests."""
+    snapshots = await fetch()
+    updates = 1
+    with Live(render_many(snapshots), console=console, refresh_per_second=4, transient=False) as live:
+        while not (snapshots and all(s.is_final for s in snapshots)):
+            if max_updates is not None and updates >= max_updates:
+                break
+            await asyncio.sleep(interval)
+            snapshots = await fetch()
+            updates += 1
+            live.update(render_many(snapshots))
+    return snapshots

@@ -1,0 +1,212 @@
+"""SQL for the operator's campaign commands: create, list, status transitions,
+membership, and the progress snapshot `campaign status` renders.
+
+The CLI only ever writes `campaigns.status` to steer a campaign; the NOTIFY trigger
+on that column wakes the daemon (SPEC §3).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from datetime import datetime, time
+from typing import Any
+
+import asyncpg
+
+FINAL_CAMPAIGN_STATUSES = frozenset({"completed", "cancelled"})
+
+
+@dataclass(frozen=True)
+class NewCampaign:
+    """The fields `campaign create` sets; None leaves the column's default."""
+
+    name: str
+    description: str | None = None
+    script_template: str | None = None
+    calling_hours_start: time | None = None
+    calling_hours_end: time | None = None
+    calling_days: list[int] | None = None
+    timezone: str | None = None
+    max_retries: int | None = None
+    retry_delay_minutes: int | None = None
+    caller_id: str | None = None
+    max_concurrent_calls: int | None = None
+    schedule_start: datetime | None = None  # naive UTC
+    schedule_end: datetime | None = None  # naive UTC
+    machine_detection: bool = False
+    record_calls: bool = False
+
+
+@dataclass(frozen=True)
+class Transition:
+    """The outcome of a status change: `status` is the status now (None: no such campaign)."""
+
+    changed: bool
+    status: str | None
+
+
+@dataclass(frozen=True)
+class CampaignProgress:
+    """Everything `campaign status` shows about one campaign, read in one snapshot."""
+
+    id: uuid.UUID
+    name: str
+    status: str
+    last_error: str | None
+    total_calls: int
+    pending_calls: int
+    successful_calls: int
+    failed_calls: int
+    contacts: int
+    dispositions: dict[str, int] = field(default_factory=dict)
+    dialed_last_minute: int = 0
+    next_due_at: datetime | None = None  # naive UTC
+    now: datetime | None = None  # the database's clock (naive UTC) when read
+
+    @property
+    def finished_contacts(self) -> int:
+        """Contacts with a final disposition."""
+        return sum(n for status, n in self.dispositions.items() if status not in _OPEN_DISPOSITIONS)
+
+    @property
+    def is_final(self) -> bool:
+        """The campaign will not change any more."""
+        return self.status in FINAL_CAMPAIGN_STATUSES
+
+
+_OPEN_DISPOSITIONS = frozenset({"pending", "scheduled", "in_progress"})
+
+
+class CampaignStore:
+    """Campaign rows, through one asyncpg connection (or pool)."""
+
+    def __init__(self, conn: asyncpg.Connection | asyncpg.Pool) -> None:
+        self._conn = conn
+
+    async def create(self, new: NewCampaign) -> uuid.UUID:
+        """Insert a draft campaign; columns left None take their defaults."""
+        values: dict[str, Any] = {
+            "name": new.name,
+            "description": new.description,
+            "script_template": new.script_template,
+            "calling_hours_start": new.calling_hours_start,
+            "calling_hours_end": new.calling_hours_end,
+            "calling_days": new.calling_days,
+            "timezone": new.timezone,
+            "max_retries": new.max_retries,
+            "retry_delay_minutes": new.retry_delay_minutes,
+            "caller_id": new.caller_id,
+            "max_concurrent_calls": new.max_concurrent_calls,
+            "schedule_start": new.schedule_start,
+            "schedule_end": new.schedule_end,
+            "machine_detection": new.machine_detection,
+            "record_calls": new.record_calls,
+        }
+        # Only the columns given, so the schema's defaults (max_retries …) stay the one truth.
+        given = {k: v for k, v in values.items() if v is not None}
+        columns = ", ".join(given)
+        params = ", ".join(f"${i}" for i in range(1, len(given) + 1))
+        new_id = await self._conn.fetchval(
+            f"INSERT INTO campaigns ({columns}) VALUES ({params}) RETURNING id", *given.values()
+        )
+        assert isinstance(new_id, uuid.UUID)
+        return new_id
+
+    async def get(self, campaign_id: uuid.UUID) -> dict[str, Any] | None:
+        """The whole campaigns row, or None."""
+        row = await self._conn.fetchrow("SELECT * FROM campaigns WHERE id = $1", campaign_id)
+        return dict(row) if row is not None else None
+
+    async def list_all(self) -> list[dict[str, Any]]:
+        """Every campaign, newest first, with its contact count."""
+        rows = await self._conn.fetch(
+            """
+            SELECT c.id, c.name, c.status::text AS status, c.created_at,
+                   c.total_calls, c.successful_calls, c.failed_calls, c.pending_calls,
+                   (SELECT count(*) FROM campaign_contacts cc WHERE cc.campaign_id = c.id) AS contacts
+            FROM campaigns c
+            ORDER BY c.created_at DESC, c.id
+            """
+        )
+        return [dict(r) for r in rows]
+
+    async def open_ids(self) -> list[uuid.UUID]:
+        """Campaigns that are not final, oldest first."""
+        rows = await self._conn.fetch(
+            "SELECT id FROM campaigns WHERE status NOT IN ('completed', 'cancelled') ORDER BY created_at, id"
+        )
+        return [r["id"] for r in rows]
+
+    async def transition(self, campaign_id: uuid.UUID, allowed_from: Collection[str], to: str) -> Transition:
+        """Set status to `to` only if it is now one of `allowed_from` (checked and written
+        in one statement, so a concurrent change by the daemon cannot be overwritten)."""
+        changed = await self._conn.fetchval(
+            """
+            UPDATE campaigns SET status = $3::campaign_status
+            WHERE id = $1 AND status::text = ANY($2::text[])
+            RETURNING true
+            """,
+            campaign_id,
+            list(allowed_from),
+            to,
+        )
+        if changed:
+            return Transition(changed=True, status=to)
+        current = await self._conn.fetchval("SELECT status::text FROM campaigns WHERE id = $1", campaign_id)
+        return Transition(changed=False, status=current)
+
+    async def add_all_contacts(self, campaign_id: uuid.UUID) -> int:
+        """Link every contact into the campaign; returns how many were not in it yet."""
+        added = await self._conn.fetchval(
+            """
+            WITH ins AS (
+                INSERT INTO campaign_contacts (campaign_id, contact_id)
+                SELECT $1, id FROM contacts
+                ON CONFLICT ON CONSTRAINT campaign_contacts_campaign_contact_key DO NOTHING
+                RETURNING 1
+            )
+            SELECT count(*) FROM ins
+            """,
+            campaign_id,
+        )
+        return int(added)
+
+    async def progress(self, campaign_id: uuid.UUID) -> CampaignProgress | None:
+        """Counters, dispositions, dial rate and next due call of one campaign."""
+        row = await self._conn.fetchrow(
+            """
+            SELECT c.id, c.name, c.status::text AS status, c.last_error,
+                   c.total_calls, c.pending_calls, c.successful_calls, c.failed_calls,
+                   (SELECT coalesce(jsonb_object_agg(d.call_status, d.n), '{}'::jsonb)
+                    FROM (SELECT call_status, count(*) AS n FROM campaign_contacts
+                          WHERE campaign_id = c.id GROUP BY call_status) d) AS dispositions,
+                   (SELECT count(*) FROM calls k
+                    WHERE k.campaign_id = c.id AND k.status <> 'scheduled'
+                      AND k.dialed_at > timezone('utc', now()) - interval '1 minute') AS dialed_last_minute,
+                   (SELECT min(k.scheduled_at) FROM calls k
+                    WHERE k.campaign_id = c.id AND k.status = 'scheduled') AS next_due_at,
+                   timezone('utc', now()) AS now
+            FROM campaigns c WHERE c.id = $1
+            """,
+            campaign_id,
+        )
+        if row is None:
+            return None
+        dispositions = {str(k): int(v) for k, v in row["dispositions"].items()}
+        return CampaignProgress(
+            id=row["id"],
+            name=row["name"],
+            status=row["status"],
+            last_error=row["last_error"],
+            total_calls=row["total_calls"],
+            pending_calls=row["pending_calls"],
+            successful_calls=row["successful_calls"],
+            failed_calls=row["failed_calls"],
+            contacts=sum(dispositions.values()),
+            dispositions=dispositions,
+            dialed_last_minute=row["dialed_last_minute"],
+            next_due_at=row["next_due_at"],
+            now=row["now"],
+        )
