@@ -274,7 +274,7 @@ async def import_csv(
                 if len(batch) >= batch_size:
                     await flush()
             await flush()
-    log.info(
+    log.debug(
         "contacts_imported",
         file=path.name,
         new=new,
@@ -336,5 +336,5 @@ async def import_dnc_csv(
                     batch.clear()
             if batch:
                 added += await store.add_many(batch)
-    log.info("dnc_imported", file=path.name, added=added, rejected=rejected)
+    log.debug("dnc_imported", file=path.name, added=added, rejected=rejected)
     return DncImportResult(added=added, already_listed=accepted - added, rejected=rejected)

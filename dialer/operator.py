@@ -191,7 +191,9 @@ def _handler(
 
 def _console() -> Console:
     # Built per command on the current sys.stdout: no module-level console to share.
-    return Console(file=sys.stdout, highlight=False)
+    # Piped output is read by scripts and grep: wide enough that ids and names never wrap.
+    width = None if sys.stdout.isatty() else 200
+    return Console(file=sys.stdout, highlight=False, width=width)
 
 
 async def _open_campaign(conn: asyncpg.Connection, campaign_id: uuid.UUID) -> dict[str, Any]:
@@ -266,7 +268,7 @@ async def _campaign_create(args: argparse.Namespace, conn: asyncpg.Connection) -
         record_calls=args.record,
     )
     campaign_id = await CampaignStore(conn).create(new)
-    log.info("campaign_created", campaign_id=str(campaign_id))
+    log.debug("campaign_created", campaign_id=str(campaign_id))
     print(campaign_id)
     return 0
 
@@ -292,7 +294,7 @@ def _transition(command: str) -> Callable[[argparse.Namespace, asyncpg.Connectio
             raise CommandFailed(
                 f"campaign {args.id} is {result.status}: cannot {command} it (only a {expected} campaign)"
             )
-        log.info("campaign_status_set", campaign_id=str(args.id), status=target, command=command)
+        log.debug("campaign_status_set", campaign_id=str(args.id), status=target, command=command)
         print(f"campaign {args.id} is now {target}")
         return 0
 
