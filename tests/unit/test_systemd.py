@@ -104,3 +104,22 @@ def test_malformed_watchdog_usec_is_off() -> None:
     """A non-numeric or zero WATCHDOG_USEC disables the watchdog instead of crashing."""
     assert SystemdNotifier.from_env({"WATCHDOG_USEC": "soon"}).watchdog_interval() is None
     assert SystemdNotifier.from_env({"WATCHDOG_USEC": "0"}).watchdog_interval() is None
+
+
+def test_sample_config_and_env_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """systemd/config.toml is valid as shipped once the token credential and the env file's URL are present."""
+    from dialer.config import load_settings
+
+    repo = Path(__file__).resolve().parents[2]
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "twilio__auth_token").write_text("token-from-credential")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    for line in (repo / "systemd" / "dialer.env").read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            monkeypatch.setenv(key, value)
+    settings = load_settings(repo / "systemd" / "config.toml")
+    assert settings.twilio.auth_token.get_secret_value() == "token-from-credential"
+    assert settings.database.url.get_secret_value().startswith("postgresql://dialer:")
+    assert settings.dialer.drain_seconds < 45  # TimeoutStopSec in dialer.service
