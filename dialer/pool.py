@@ -214,7 +214,9 @@ class CallPool:
             placed = await self.carrier.dial(request)
         except CarrierError as exc:
             self.metrics.carrier_errors.labels(kind=exc.kind).inc()
-            log.warning("dial_failed", kind=exc.kind, status=exc.status, code=exc.code, error=str(exc))
+            # A wrong number is the contact's problem, not the daemon's: info, not warning.
+            level = log.info if exc.kind == "permanent" else log.warning
+            level("dial_failed", kind=exc.kind, status=exc.status, code=exc.code, error=str(exc))
             if exc.kind == "unknown":
                 sid = await self._reconcile_unknown(call.id, request)
                 if sid is None:

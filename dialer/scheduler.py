@@ -43,7 +43,7 @@ class Scheduler:
         metrics: Metrics,
         tick_seconds: float,
         instance_timeout_seconds: float,
-        watchdog: Callable[[], None] = lambda: None,
+        watchdog: Callable[[], object] = lambda: None,
     ) -> None:
         self.store = store
         self.pool = pool

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -19,6 +20,7 @@ import pytest
 from dialer import database
 from dialer.config import DatabaseSettings
 from dialer.embedded import EmbeddedPostgres
+from dialer.logs import configure_logging
 from dialer.migrate import migrate
 
 TEMPLATE = "dialer_test_template"
@@ -54,6 +56,13 @@ async def _create_template(admin_url: str) -> None:
         await migrate(conn)
     finally:
         await conn.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _quiet_logs() -> None:
+    """Daemons in tests log warnings and errors only (tests that read logs
+    configure their own capture)."""
+    configure_logging("warning", "console", stream=sys.stderr)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,55 @@
+"""Running real daemons in tests: settings for loopback, a free port, polling."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from dialer.config import Settings
+
+FROM_NUMBER = "+34910000000"
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def daemon_settings(db_url: str, simulator_url: str | None = None, **dialer: Any) -> Settings:
+    """Settings for one daemon on loopback: its own HTTP port, the given simulator
+    (or an in-process one), and the dialer knobs given."""
+    port = free_port()
+    twilio: dict[str, Any] = {"from_number": FROM_NUMBER}
+    if simulator_url:
+        twilio["api_base_url"] = simulator_url
+    knobs: dict[str, Any] = {"calls_per_second": 200.0, "bucket_size": 20, "tick_seconds": 0.2}
+    knobs.update(dialer)
+    return Settings(
+        database={"url": db_url, "pool_min_size": 1, "pool_max_size": 8, "keepalive_seconds": 1.0},
+        http={"port": port, "public_url": f"http://127.0.0.1:{port}"},
+        carrier={"kind": "simulator"},
+        twilio=twilio,
+        simulator={
+            "min_latency_ms": 0, "max_latency_ms": 5, "min_duration_seconds": 1, "max_duration_seconds": 3,
+            "time_scale": 0.01, "seed": 7,
+        },
+        dialer=knobs,
+        logging={"level": "warning"},
+    )
+
+
+async def wait_for(
+    predicate: Callable[[], Awaitable[bool]], within: float, what: str, interval: float = 0.05
+) -> None:
+    """Poll until predicate() is true; fail naming `what` after `within` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if await predicate():
+            return
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {within}s waiting for {what}")
