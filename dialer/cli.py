@@ -48,10 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_migrate)
     # Each subcommand module adds its own parsers; imported here, not at the top, so
     # that `dialer --help` stays fast and `dialer migrate` needs nothing else.
-    from dialer import operator, service
+    from dialer import demo, operator, service
     from dialer.carrier import simulator
 
-    for module in (service, simulator, operator):
+    for module in (service, simulator, operator, demo):
         module.register_cli(sub)
     return parser
 

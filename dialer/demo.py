@@ -1,0 +1,249 @@
+"""`dialer demo`: a whole campaign on a fresh machine with no configuration.
+
+It starts a PostgreSQL of its own (under `database.data_dir/demo`, never the
+configured database), the real daemon with the in-process carrier simulator, imports
+a CSV of generated contacts through the same importer operators use, starts the
+campaign by writing its status, shows live progress until the daemon marks it
+completed, and prints the summary. Every call goes the production way: the twilio
+package → HTTP → simulator → signed callbacks → webhooks → PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import random
+import socket
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from rich.console import Console
+
+from dialer import database
+from dialer.config import Settings
+from dialer.embedded import EmbeddedPostgres
+from dialer.importer import import_csv
+from dialer.logs import configure_logging
+from dialer.progress import render_progress, watch
+from dialer.service import Daemon
+from dialer.store.campaigns import CampaignProgress, CampaignStore, NewCampaign
+from dialer.store.contacts import DoNotCallStore
+
+DEMO_DATABASE = "dialer_demo"
+CALLER_ID = "+34910000000"
+SCRIPT = (
+    "Hello {{first_name}}, this is Clínica Demo reminding you of your appointment on "
+    "{{custom.appointment}}. Press 1 to confirm."
+)
+FIRST = [
+    "Ana",
+    "Luis",
+    "María",
+    "Jorge",
+    "Lucía",
+    "Pablo",
+    "Carmen",
+    "Diego",
+    "Elena",
+    "Javier",
+    "Sofía",
+    "Marta",
+    "Raúl",
+    "Nuria",
+    "Iván",
+    "Laura",
+    "Óscar",
+    "Irene",
+    "Hugo",
+    "Paula",
+]
+LAST = [
+    "García",
+    "Martínez",
+    "López",
+    "Sánchez",
+    "Pérez",
+    "Gómez",
+    "Martín",
+    "Jiménez",
+    "Ruiz",
+    "Hernández",
+    "Díaz",
+    "Moreno",
+    "Álvarez",
+    "Romero",
+    "Navarro",
+    "O'Brien",
+    "Torres",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_contacts_csv(path: Path, count: int, rng: random.Random) -> list[str]:
+    """Generated contacts in the CSV shape operators import; returns their numbers.
+    Two rows are deliberately bad, to show how the importer reports them."""
+    numbers: list[str] = []
+    with path.open("w", newline="", encoding="utf-8") as f:
+        out = csv.writer(f)
+        out.writerow(["first_name", "last_name", "phone_number", "email", "appointment"])
+        for i in range(count):
+            first, last = rng.choice(FIRST), rng.choice(LAST)
+            number = f"+34 91 {100 + i // 10000:03d} {i % 10000:04d}"
+            numbers.append(number.replace(" ", ""))
+            day = rng.randint(1, 28)
+            out.writerow([first, last, number, f"{first.lower()}.{i}@example.com", f"December {day}"])
+        out.writerow(["Bad", "Number", "12345", "", "December 1"])
+        out.writerow(["No", "Country", "+999 1234", "", "December 2"])
+    return numbers
+
+
+def demo_settings(settings: Settings, port: int) -> Settings:
+    """The configured settings, with what the demo needs: its own port, the
+    in-process simulator, a caller id, and a pace that finishes in well under a
+    minute."""
+    return settings.model_copy(
+        update={
+            "http": settings.http.model_copy(update={"port": port, "public_url": f"http://127.0.0.1:{port}"}),
+            "carrier": settings.carrier.model_copy(update={"kind": "simulator"}),
+            "twilio": settings.twilio.model_copy(
+                update={"api_base_url": "https://api.twilio.com", "from_number": CALLER_ID}
+            ),
+            "simulator": settings.simulator.model_copy(update={"time_scale": 0.02, "max_latency_ms": 200}),
+            "dialer": settings.dialer.model_copy(
+                update={
+                    "calls_per_second": 25.0,
+                    "bucket_size": 5,
+                    "max_concurrent_calls": 40,
+                    "tick_seconds": 0.25,
+                }
+            ),
+        }
+    )
+
+
+async def _fresh_database(server_url: str) -> None:
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {DEMO_DATABASE} WITH (FORCE)")
+        await conn.execute(f"CREATE DATABASE {DEMO_DATABASE}")
+    finally:
+        await conn.close()
+
+
+async def run_demo(settings: Settings, contacts: int, seed: int | None, console: Console) -> int:
+    """Run the demo to the end; returns the exit code."""
+    rng = random.Random(seed)  # noqa: S311 - demo data, not security
+    server = EmbeddedPostgres(settings.database.data_dir / "demo")
+    console.print(f"[bold]dialer demo[/]: starting PostgreSQL under {server.data_dir}")
+    server_url = await asyncio.to_thread(server.start)
+    try:
+        await _fresh_database(server_url)
+        db_url = server.url_for(DEMO_DATABASE)
+        daemon = Daemon(demo_settings(settings, _free_port()), db_url=db_url)
+        await daemon.start()
+        try:
+            return await _campaign(daemon, db_url, contacts, rng, console)
+        finally:
+            await daemon.stop(drain_seconds=5)
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+async def _campaign(daemon: Daemon, db_url: str, count: int, rng: random.Random, console: Console) -> int:
+    assert daemon.simulator is not None  # the demo always runs the in-process simulator
+    async with database.connection(db_url) as conn:
+        campaigns = CampaignStore(conn)
+        campaign_id = await campaigns.create(
+            NewCampaign(
+                name="Appointment reminders (demo)",
+                script_template=SCRIPT,
+                max_retries=2,
+                retry_delay_minutes=0,
+                caller_id=CALLER_ID,
+            )
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            csv_path = Path(tmp) / "contacts.csv"
+            numbers = write_contacts_csv(csv_path, count, rng)
+            console.print(f"importing {count + 2} rows from a generated CSV:")
+            result = await import_csv(
+                conn, csv_path, campaign_id=campaign_id, report=lambda line: console.print(f"  {line}")
+            )
+            console.print(f"  {result.summary()}")
+        # A few contacts show the other endings: the carrier refusing a number, and the DNC list.
+        for number in numbers[3:6]:
+            daemon.simulator.simulator.script(number, ["error:400:21211"])
+        dnc = DoNotCallStore(conn)
+        for number in numbers[6:8]:
+            await dnc.add(number, "asked not to be called (demo)")
+        await campaigns.transition(campaign_id, ("draft",), "active")
+        console.print(f"campaign {campaign_id} is active; the daemon is dialing:\n")
+        started = time.monotonic()
+        final = await _follow(campaigns, campaign_id, console)
+    _summary(final, daemon, time.monotonic() - started, console)
+    return 0 if final is not None and final.status == "completed" else 1
+
+
+async def _follow(
+    campaigns: CampaignStore, campaign_id: uuid.UUID, console: Console
+) -> CampaignProgress | None:
+    async def fetch() -> list[CampaignProgress]:
+        snapshot = await campaigns.progress(campaign_id)
+        return [snapshot] if snapshot is not None else []
+
+    if console.is_terminal:
+        snapshots = await watch(fetch, console, interval=0.5, max_updates=2400)
+        return snapshots[0] if snapshots else None
+    # Not a terminal (CI, a pipe): one plain line every second instead of a live view.
+    for _ in range(1200):
+        (snapshot,) = await fetch()
+        done = snapshot.finished_contacts
+        console.print(
+            f"{snapshot.status}: {done}/{snapshot.contacts} contacts final, "
+            f"{snapshot.total_calls} calls ({snapshot.successful_calls} completed, "
+            f"{snapshot.failed_calls} failed, {snapshot.pending_calls} open)"
+        )
+        if snapshot.is_final:
+            return snapshot
+        await asyncio.sleep(1.0)
+    return (await fetch())[0]
+
+
+def _summary(final: CampaignProgress | None, daemon: Daemon, seconds: float, console: Console) -> None:
+    console.print()
+    if final is None:
+        console.print("[red]the campaign disappeared[/]")
+        return
+    console.print(render_progress(final))
+    sim = daemon.simulator.simulator if daemon.simulator else None
+    dials = len(sim.calls) if sim else 0
+    console.print(
+        f"\n[bold]{final.status}[/] in {seconds:.1f} s: {dials} calls placed through the simulator, "
+        f"{final.successful_calls} answered, {final.failed_calls} failed attempts."
+    )
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    console = Console()
+    # The progress view is the demo's output; the daemon's info lines would bury it.
+    configure_logging("warning", settings.logging.format, stream=sys.stderr)
+    return asyncio.run(run_demo(settings, args.contacts, args.seed, console))
+
+
+def register_cli(sub: Any) -> None:
+    """Add `dialer demo`."""
+    p = sub.add_parser("demo", help="run a demo campaign on an embedded PostgreSQL and the simulator")
+    p.add_argument("--contacts", type=int, default=200, help="how many contacts to call (default 200)")
+    p.add_argument("--seed", type=int, default=None, help="random seed for reproducible data")
+    p.set_defaults(handler=_run)
