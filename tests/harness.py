@@ -53,3 +53,25 @@ async def wait_for(
             return
         await asyncio.sleep(interval)
     raise AssertionError(f"timed out after {within}s waiting for {what}")
+
+
+def daemon_env(db_url: str, simulator_url: str, port: int, **dialer: Any) -> dict[str, str]:
+    """Environment for a `python -m dialer run` subprocess on loopback."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIALER_") and k != "NOTIFY_SOCKET"}
+    env.update(
+        {
+            "DIALER_DATABASE__URL": db_url,
+            "DIALER_DATABASE__KEEPALIVE_SECONDS": "1",
+            "DIALER_HTTP__PORT": str(port),
+            "DIALER_HTTP__PUBLIC_URL": f"http://127.0.0.1:{port}",
+            "DIALER_CARRIER__KIND": "simulator",
+            "DIALER_TWILIO__API_BASE_URL": simulator_url,
+            "DIALER_TWILIO__FROM_NUMBER": FROM_NUMBER,
+            "DIALER_LOGGING__FORMAT": "json",
+        }
+    )
+    for key, value in dialer.items():
+        env[f"DIALER_DIALER__{key.upper()}"] = str(value)
+    return env
