@@ -9,20 +9,30 @@ import os
 import sys
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
 from dialer import database
-from dialer.config import DatabaseSettings
+from dialer.carrier.simulator import (
+    SIMULATOR_ACCOUNT_SID,
+    SIMULATOR_AUTH_TOKEN,
+    RunningSimulator,
+    start_simulator,
+)
+from dialer.config import DatabaseSettings, SimulatorSettings
 from dialer.embedded import EmbeddedPostgres
 from dialer.logs import configure_logging
 from dialer.migrate import migrate
+from dialer.service import Daemon
+from tests.harness import daemon_settings
 
+StartDaemon = Callable[..., Awaitable[Daemon]]
 TEMPLATE = "dialer_test_template"
 # Durability is not under test; these make the embedded server several times faster.
 FAST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
@@ -117,3 +127,31 @@ async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
     p = await database.create_pool(db_url, DatabaseSettings(pool_min_size=1, pool_max_size=10))
     yield p
     await p.close()
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[RunningSimulator]:
+    """A carrier simulator on loopback with fast calls."""
+    settings = SimulatorSettings(
+        min_latency_ms=0, max_latency_ms=5, min_duration_seconds=1, max_duration_seconds=3,
+        time_scale=0.01, seed=11,
+    )
+    running = await start_simulator(settings, account_sid=SIMULATOR_ACCOUNT_SID, auth_token=SIMULATOR_AUTH_TOKEN)
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+async def start_daemon(db_url: str, sim: RunningSimulator) -> AsyncIterator[StartDaemon]:
+    """Start daemons against the test database and simulator; all stopped at the end."""
+    daemons: list[Daemon] = []
+
+    async def start(**dialer: Any) -> Daemon:
+        daemon = Daemon(daemon_settings(db_url, sim.url, **dialer), db_url=db_url)
+        await daemon.start()
+        daemons.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in daemons:
+        await daemon.stop(drain_seconds=2)

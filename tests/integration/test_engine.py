@@ -6,54 +6,17 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any
 
 import asyncpg
-import pytest
 
 from dialer.carrier.simulator import (
-    SIMULATOR_ACCOUNT_SID,
-    SIMULATOR_AUTH_TOKEN,
     RunningSimulator,
-    start_simulator,
 )
-from dialer.config import SimulatorSettings
-from dialer.service import Daemon
+from tests.conftest import StartDaemon
 from tests.factories import add_contacts, madrid_number, make_campaign
-from tests.harness import daemon_settings, wait_for
+from tests.harness import wait_for
 from tests.integration.test_schema import assert_counters_true
-
-StartDaemon = Callable[..., Awaitable[Daemon]]
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[RunningSimulator]:
-    """A carrier simulator on loopback with fast calls."""
-    settings = SimulatorSettings(
-        min_latency_ms=0, max_latency_ms=5, min_duration_seconds=1, max_duration_seconds=3,
-        time_scale=0.01, seed=11,
-    )
-    running = await start_simulator(settings, account_sid=SIMULATOR_ACCOUNT_SID, auth_token=SIMULATOR_AUTH_TOKEN)
-    yield running
-    await running.stop()
-
-
-@pytest.fixture
-async def start_daemon(db_url: str, sim: RunningSimulator) -> AsyncIterator[StartDaemon]:
-    """Start daemons against the test database and simulator; all stopped at the end."""
-    daemons: list[Daemon] = []
-
-    async def start(**dialer: Any) -> Daemon:
-        daemon = Daemon(daemon_settings(db_url, sim.url, **dialer), db_url=db_url)
-        await daemon.start()
-        daemons.append(daemon)
-        return daemon
-
-    yield start
-    for daemon in daemons:
-        await daemon.stop(drain_seconds=2)
 
 
 async def campaign_status(conn: asyncpg.Connection, cid: uuid.UUID) -> str:
