@@ -99,3 +99,16 @@ def describe_url(url: str) -> str:
     host = parts.hostname or "localhost"
     port = f":{parts.port}" if parts.port else ""
     return f"{host}{port}{parts.path or '/'}"
+
+
+async def recreate_database(admin_url: str, name: str) -> None:
+    """Drop (forcing out any session) and create database `name` on the server of
+    `admin_url`. For the demo's and the tests' own throwaway databases only."""
+    if not name.replace("_", "").isalnum():
+        raise ValueError(f"not a plain database name: {name!r}")
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await conn.execute(f"CREATE DATABASE {name}")
+    finally:
+        await conn.close()

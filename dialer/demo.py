@@ -22,7 +22,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 from rich.console import Console
 
 from dialer import database
@@ -132,15 +131,6 @@ def demo_settings(settings: Settings, port: int) -> Settings:
     )
 
 
-async def _fresh_database(server_url: str) -> None:
-    conn = await asyncpg.connect(server_url)
-    try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {DEMO_DATABASE} WITH (FORCE)")
-        await conn.execute(f"CREATE DATABASE {DEMO_DATABASE}")
-    finally:
-        await conn.close()
-
-
 async def run_demo(settings: Settings, contacts: int, seed: int | None, console: Console) -> int:
     """Run the demo to the end; returns the exit code."""
     rng = random.Random(seed)  # noqa: S311 - demo data, not security
@@ -148,7 +138,7 @@ async def run_demo(settings: Settings, contacts: int, seed: int | None, console:
     console.print(f"[bold]dialer demo[/]: starting PostgreSQL under {server.data_dir}")
     server_url = await asyncio.to_thread(server.start)
     try:
-        await _fresh_database(server_url)
+        await database.recreate_database(server_url, DEMO_DATABASE)
         db_url = server.url_for(DEMO_DATABASE)
         daemon = Daemon(demo_settings(settings, _free_port()), db_url=db_url)
         await daemon.start()

@@ -55,12 +55,7 @@ class PgServer:
 
 
 async def _create_template(admin_url: str) -> None:
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
-        await conn.execute(f"CREATE DATABASE {TEMPLATE}")
-    finally:
-        await conn.close()
+    await database.recreate_database(admin_url, TEMPLATE)
     conn = await database.connect(_with_db(admin_url, TEMPLATE))
     try:
         await migrate(conn)

@@ -6,8 +6,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+import pytest
 from aiohttp import web
 
+from dialer.carrier.simulator import RunningSimulator, start_simulator
 from dialer.config import SimulatorSettings
 
 ACCOUNT = "AC" + "a1" * 16
@@ -84,3 +86,18 @@ async def receiver() -> AsyncIterator[Receiver]:
         yield rec
     finally:
         await runner.cleanup()
+
+
+@pytest.fixture
+async def rec() -> AsyncIterator[Receiver]:
+    """A loopback webhook receiver."""
+    async with receiver() as r:
+        yield r
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[RunningSimulator]:
+    """A fast simulator on an ephemeral port, with this module's account and token."""
+    running = await start_simulator(FAST, account_sid=ACCOUNT, auth_token=TOKEN, hang_seconds=5)
+    yield running
+    await running.stop()

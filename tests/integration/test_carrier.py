@@ -12,29 +12,13 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from dialer.carrier import DialRequest
-from dialer.carrier.simulator import RunningSimulator, start_simulator
+from dialer.carrier.simulator import RunningSimulator
 from dialer.carrier.twilio import TwilioCarrier
 from dialer.config import TwilioSettings
 from dialer.errors import CarrierError
-from tests.integration.carrier_helpers import ACCOUNT, FAST, FROM, TOKEN, Receiver, receiver
+from tests.integration.carrier_helpers import ACCOUNT, FAST, FROM, TOKEN, Receiver, rec, sim  # noqa: F401 - fixtures used by name
 
 TO = "+34911234567"
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # twilio's use of aiohttp BasicAuth
-
-
-@pytest.fixture
-async def rec() -> AsyncIterator[Receiver]:
-    """A loopback webhook receiver."""
-    async with receiver() as r:
-        yield r
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[RunningSimulator]:
-    """A fast simulator on an ephemeral port."""
-    running = await start_simulator(FAST, account_sid=ACCOUNT, auth_token=TOKEN, hang_seconds=5)
-    yield running
-    await running.stop()
 
 
 async def _carrier(base_url: str, *, token: str = TOKEN, request_timeout: float = 2.0) -> TwilioCarrier:

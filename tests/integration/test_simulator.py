@@ -16,27 +16,9 @@ from dialer.carrier.simulator import (
     SIMULATOR_ACCOUNT_SID,
     SIMULATOR_AUTH_TOKEN,
     RunningSimulator,
-    start_simulator,
 )
 from dialer.cli import build_parser
-from tests.integration.carrier_helpers import ACCOUNT, FAST, FROM, TOKEN, Receiver, receiver
-
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # twilio's use of aiohttp BasicAuth
-
-
-@pytest.fixture
-async def rec() -> AsyncIterator[Receiver]:
-    """A loopback webhook receiver."""
-    async with receiver() as r:
-        yield r
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[RunningSimulator]:
-    """A fast simulator on an ephemeral port."""
-    running = await start_simulator(FAST, account_sid=ACCOUNT, auth_token=TOKEN, hang_seconds=5)
-    yield running
-    await running.stop()
+from tests.integration.carrier_helpers import ACCOUNT, FAST, FROM, TOKEN, Receiver, rec, sim  # noqa: F401 - fixtures used by name
 
 
 @pytest.fixture
