@@ -5,6 +5,7 @@ cloned from it for every test that asks for one."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 import tempfile
@@ -17,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+import structlog
 
 from dialer import database
 from dialer.carrier.simulator import (
@@ -68,6 +70,18 @@ def _quiet_logs() -> None:
     """Daemons in tests log warnings and errors only (tests that read logs
     configure their own capture)."""
     configure_logging("warning", "console", stream=sys.stderr)
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """An in-process `dialer.cli.main()` points logging at the test's captured
+    stderr, which closes after the test: put the process-wide set-up back."""
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    structlog.configure(**saved)
+    root.handlers, root.level = handlers, level
 
 
 @pytest.fixture(scope="session")

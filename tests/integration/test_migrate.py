@@ -72,3 +72,20 @@ def test_badly_named_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "schema.sql").write_text("")
     with pytest.raises(MigrationError, match=r"schema\.sql"):
         discover(tmp_path)
+
+
+async def test_cli_migrate_twice_says_nothing_is_pending(
+    empty_db: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`dialer migrate` applies every file once, then says there is nothing to do."""
+    from dialer.cli import main
+
+    monkeypatch.setenv("DIALER_DATABASE__URL", empty_db)
+    # The CLI runs its own event loop: call it from a thread, as a shell would a process.
+    assert await asyncio.to_thread(main, ["migrate"]) == 0
+    first = capsys.readouterr().out
+    assert [line for line in first.splitlines() if line.startswith("applied ")] == [
+        f"applied {m.path.name}" for m in discover()
+    ]
+    assert await asyncio.to_thread(main, ["migrate"]) == 0
+    assert capsys.readouterr().out.strip() == "nothing to apply: the schema is up to date"

@@ -4,18 +4,15 @@ against a real migrated PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, time
 from pathlib import Path
 
 import asyncpg
 import pytest
-import structlog
 
 from dialer.cli import main
 
@@ -44,21 +41,14 @@ class Cli:
 @pytest.fixture
 def cli(
     db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> Iterator[Cli]:
+) -> Cli:
     """`dialer` pointed at the test database, with an empty config file and quiet logs."""
     config = tmp_path / "config.toml"
     config.write_text("")
     monkeypatch.setenv("DIALER_CONFIG", str(config))
     monkeypatch.setenv("DIALER_DATABASE__URL", db_url)
     monkeypatch.setenv("DIALER_LOGGING__LEVEL", "warning")
-    # main() configures logging onto this test's captured stderr, which closes after the
-    # test: put the process-wide logging set-up back so later tests do not write to it.
-    saved = structlog.get_config()
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield Cli(capsys)
-    structlog.configure(**saved)
-    root.handlers, root.level = handlers, level
+    return Cli(capsys)
 
 
 async def _campaign(conn: asyncpg.Connection, status: str = "draft") -> uuid.UUID:
