@@ -1,0 +1,165 @@
+"""Complete call lifecycles per second (claim → carrier request → callbacks → final
+state) with no pacing limit and a simulator that answers instantly, the database
+transactions each call costs, and claim→end latency — beside two same-run baselines:
+pgbench's one-statement UPDATE TPS on the same server, and procrastinate draining the
+same number of no-op jobs.
+
+    .venv/bin/python bench/lifecycle.py [--contacts 20000] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import time
+from typing import Any
+
+import asyncpg
+
+from bench._common import (
+    Deadline,
+    Result,
+    daemon_settings,
+    fresh_database,
+    make_campaign,
+    percentile,
+    pgbench_update_tps,
+    postgres,
+    quiet,
+    report,
+    xact_commits,
+)
+from dialer import database
+from dialer.carrier.simulator import SIMULATOR_ACCOUNT_SID, SIMULATOR_AUTH_TOKEN, start_simulator
+from dialer.config import SimulatorSettings
+from dialer.service import Daemon
+
+RUN_BOUND = 300.0  # seconds any one measured run may take
+
+
+async def procrastinate_noop_jobs_per_second(url: str, jobs: int, concurrency: int = 10) -> float:
+    """Defer `jobs` no-op jobs, then time one worker draining them (it stops when
+    the queue is empty). Same server, same machine, same moment."""
+    import procrastinate
+
+    logging.getLogger("procrastinate").setLevel(logging.ERROR)
+    app = procrastinate.App(
+        connector=procrastinate.PsycopgConnector(conninfo=url, min_size=2, max_size=concurrency + 2)
+    )
+
+    @app.task(name="noop")
+    async def noop() -> None:
+        """The job does nothing: only the queue's own cost is measured."""
+
+    async with app.open_async():
+        await app.schema_manager.apply_schema_async()
+        batch: list[dict[str, Any]] = [{} for _ in range(1000)]
+        for start in range(0, jobs, len(batch)):
+            await noop.batch_defer_async(*batch[: min(len(batch), jobs - start)])
+        started = time.monotonic()
+        await asyncio.wait_for(
+            app.run_worker_async(concurrency=concurrency, wait=False, install_signal_handlers=False),
+            RUN_BOUND,
+        )
+        elapsed = time.monotonic() - started
+    return jobs / elapsed
+
+
+async def dialer_lifecycles(url: str, contacts: int, max_concurrent: int) -> dict[str, float]:
+    """One daemon runs a campaign of `contacts` to its end against an instant
+    simulator; returns calls/s, transactions per call and latency percentiles."""
+    sim = await start_simulator(
+        SimulatorSettings(min_latency_ms=0, max_latency_ms=0, seed=3, answered=1, busy=0,
+                          no_answer=0, failed=0, machine=0),
+        account_sid=SIMULATOR_ACCOUNT_SID,
+        auth_token=SIMULATOR_AUTH_TOKEN,
+        instant=True,
+    )
+    conn = await database.connect(url)
+    daemon = Daemon(daemon_settings(url, sim.url, max_concurrent_calls=max_concurrent), db_url=url)
+    try:
+        cid = await make_campaign(conn, contacts)
+        await daemon.start()
+        await asyncio.sleep(0.5)  # let the first housekeeping pass settle
+        before = await xact_commits(conn)
+        started = time.monotonic()
+        await conn.execute("UPDATE campaigns SET status = 'active' WHERE id = $1", cid)
+        deadline = Deadline(RUN_BOUND, f"{contacts} lifecycles")
+        while True:
+            done = await conn.fetchval(
+                "SELECT successful_calls + failed_calls FROM campaigns WHERE id = $1", cid
+            )
+            if done >= contacts:
+                break
+            deadline.check()
+            await asyncio.sleep(0.02)
+        elapsed = time.monotonic() - started
+        after = await xact_commits(conn)
+        rows = await conn.fetch(
+            "SELECT extract(epoch FROM ended_at - claimed_at) * 1000 AS ms FROM calls "
+            "WHERE campaign_id = $1 AND ended_at IS NOT NULL",
+            cid,
+        )
+        latencies = [float(r["ms"]) for r in rows]
+        wrong = await conn.fetchval(
+            "SELECT count(*) FROM campaign_contacts WHERE campaign_id = $1 AND call_status <> 'completed'", cid
+        )
+        if wrong:
+            raise AssertionError(f"{wrong} contacts did not end completed")
+    finally:
+        await daemon.stop(drain_seconds=5)
+        await sim.stop()
+        await conn.close()
+    return {
+        "per_second": contacts / elapsed,
+        "seconds": elapsed,
+        "xacts_per_call": (after - before) / contacts,
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+        "peak_live": float(daemon.pool.peak_live),
+    }
+
+
+async def run(contacts: int, max_concurrent: int, pgbench_seconds: float) -> None:
+    """All three measurements on one server, then the report."""
+    with postgres() as server:
+        async with fresh_database(server, migrated=False) as url:
+            tps = await asyncio.to_thread(pgbench_update_tps, url, pgbench_seconds)
+        async with fresh_database(server, migrated=False) as url:
+            jobs = await procrastinate_noop_jobs_per_second(url, contacts)
+        async with fresh_database(server) as url:
+            d = await dialer_lifecycles(url, contacts, max_concurrent)
+    report(Result("lifecycle", "pgbench 1-stmt UPDATE", tps, "tps"))
+    report(Result("lifecycle", "procrastinate no-op jobs", jobs, "jobs/s"))
+    report(Result(
+        "lifecycle", f"call lifecycles ({contacts:,} contacts)", d["per_second"], "calls/s",
+        baseline="procrastinate jobs/s", baseline_value=jobs, ratio=d["per_second"] / jobs,
+        goal=">= 2.00", met=d["per_second"] / jobs >= 2.0,
+    ))
+    report(Result(
+        "lifecycle", "DB transactions per call", d["xacts_per_call"], "xact",
+        baseline="pgbench tps", baseline_value=tps,
+        ratio=d["per_second"] * d["xacts_per_call"] / tps,
+        goal="<= 4", met=d["xacts_per_call"] <= 4.0,
+    ))
+    report(Result("lifecycle", "claim→end p50", d["p50_ms"], "ms"))
+    report(Result("lifecycle", "claim→end p99", d["p99_ms"], "ms"))
+    print(f"  ({contacts:,} calls in {d['seconds']:.1f} s, peak live calls {d['peak_live']:.0f};"
+          f" the DB-ratio is the share of pgbench's TPS the dialer's commits used)")
+
+
+def main() -> None:
+    """Parse flags and run."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--contacts", type=int, default=20_000)
+    parser.add_argument("--max-concurrent", type=int, default=200)
+    parser.add_argument("--quick", action="store_true", help="CI size: 3,000 contacts, short pgbench")
+    args = parser.parse_args()
+    quiet()
+    contacts = 3000 if args.quick else args.contacts
+    asyncio.run(run(contacts, args.max_concurrent, 3.0 if args.quick else 5.0))
+
+
+if __name__ == "__main__":
+    main()
