@@ -47,6 +47,10 @@ class _Follow:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     heard_at: float = field(default_factory=time.monotonic)
     in_progress: bool = False  # call_sid stored: intermediate callbacks need no DB write
+    # The carrier request is in flight (begin_dial committed). Callbacks can beat the
+    # create response; their sid is kept so an unknown outcome needs no carrier search.
+    dialing: bool = False
+    heard_sid: str | None = None
 
 
 class CallPool:
@@ -160,8 +164,12 @@ class CallPool:
         if call_id is None or event.answered_by:
             return False
         follow = self._follows.get(call_id)
-        if follow is None or not follow.in_progress:
+        if follow is None or not (follow.in_progress or follow.dialing):
             return False
+        # While the request is in flight the create response (or, failing that, the
+        # final callback or reconciliation) adopts the sid: writing it here as well
+        # would cost a transaction per early callback for nothing.
+        follow.heard_sid = follow.heard_sid or event.call_sid
         follow.heard_at = time.monotonic()
         return True
 
@@ -210,6 +218,9 @@ class CallPool:
             return
         request = self.build_request(call)
         self.metrics.dials.labels(campaign_id=str(call.campaign_id)).inc()
+        follow = self._follows[call.id]
+        follow.dialing = True
+        sid: str | None
         try:
             placed = await self.carrier.dial(request)
         except CarrierError as exc:
@@ -217,10 +228,14 @@ class CallPool:
             # A wrong number is the contact's problem, not the daemon's: info, not warning.
             level = log.info if exc.kind == "permanent" else log.warning
             level("dial_failed", kind=exc.kind, status=exc.status, code=exc.code, error=str(exc))
-            if exc.kind == "unknown":
+            heard = follow.heard_sid
+            if exc.kind == "unknown" and heard is not None:
+                # A callback already named the call the request placed: adopt it.
+                sid = heard
+                await self._db(self.store.dial_accepted, call.id, sid)
+                log.info("unknown_outcome_adopted_by_callback", call_sid=sid)
+            elif exc.kind == "unknown":
                 sid = await self._reconcile_unknown(call.id, request)
-                if sid is None:
-                    return
             else:
                 new_status = await self._db(self.store.dial_failed, call.id, exc)
                 if new_status is CallStatus.FAILED:
@@ -229,6 +244,8 @@ class CallPool:
         else:
             sid = placed.sid
             await self._db(self.store.dial_accepted, call.id, sid)
+        if sid is None:
+            return
         structlog.contextvars.bind_contextvars(call_sid=sid)
         log.info("call_placed")
         await self._follow(call.id, sid, call.ring_timeout_seconds + call.time_limit_seconds)
