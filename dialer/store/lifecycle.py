@@ -403,6 +403,16 @@ class LifecycleStore:
         if limit <= 0:
             return []
         now = self.clock()
+        args = (
+            campaign.timezone or self.default_timezone,
+            campaign.calling_hours_start,
+            campaign.calling_hours_end,
+            campaign.calling_days,
+        )
+        if campaign.max_concurrent_calls is None:
+            # One statement is atomic on its own: no BEGIN/COMMIT round trips per pass.
+            rows = await self.pool.fetch(CLAIM_SQL, campaign.id, now, *args, limit, self.instance_id)
+            return self._claimed(campaign, rows)
         async with self.pool.acquire() as conn, conn.transaction():
             if campaign.max_concurrent_calls is not None:
                 await conn.execute("SELECT 1 FROM campaigns WHERE id = $1 FOR UPDATE", campaign.id)
@@ -414,17 +424,10 @@ class LifecycleStore:
                 limit = min(limit, campaign.max_concurrent_calls - live)
                 if limit <= 0:
                     return []
-            rows = await conn.fetch(
-                CLAIM_SQL,
-                campaign.id,
-                now,
-                campaign.timezone or self.default_timezone,
-                campaign.calling_hours_start,
-                campaign.calling_hours_end,
-                campaign.calling_days,
-                limit,
-                self.instance_id,
-            )
+            rows = await conn.fetch(CLAIM_SQL, campaign.id, now, *args, limit, self.instance_id)
+        return self._claimed(campaign, rows)
+
+    def _claimed(self, campaign: Campaign, rows: Sequence[asyncpg.Record]) -> list[ClaimedCall]:
         from_number = campaign.caller_id or self.default_from_number
         return [
             ClaimedCall(
@@ -509,35 +512,31 @@ class LifecycleStore:
     async def dial_accepted(self, call_id: uuid.UUID, call_sid: str) -> bool:
         """The carrier accepted the request: pending → in_progress with its sid, and
         the attempt counts. False when a callback got there first (already adopted)."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            return await self._adopt(conn, call_id, call_sid)
+        return await self._adopt(self.pool, call_id, call_sid)
 
-    async def _adopt(self, conn: Conn, call_id: uuid.UUID, call_sid: str) -> bool:
+    async def _adopt(self, conn: Conn | asyncpg.Pool, call_id: uuid.UUID, call_sid: str) -> bool:
         # The only place an attempt is counted: the pending → in_progress move
         # happens once, whoever (create response, callback, reconciliation) sees it first.
-        row = await conn.fetchrow(
+        # One statement (atomic on its own): the call and its contact move together in
+        # a single round trip, which is what a dial costs most under load.
+        adopted = await conn.fetchval(
             """
-            UPDATE calls SET status = 'in_progress', call_sid = $2, last_event_at = $3
-            WHERE id = $1 AND status = 'pending'
-            RETURNING campaign_id, contact_id, coalesce(dialed_at, $3) AS dialed_at
+            WITH k AS (
+                UPDATE calls SET status = 'in_progress', call_sid = $2, last_event_at = $3
+                WHERE id = $1 AND status = 'pending'
+                RETURNING campaign_id, contact_id, coalesce(dialed_at, $3) AS dialed_at
+            ), cc AS (
+                UPDATE campaign_contacts cc
+                SET call_status = 'in_progress', call_count = call_count + 1, last_call_at = k.dialed_at
+                FROM k WHERE cc.campaign_id = k.campaign_id AND cc.contact_id = k.contact_id
+            )
+            SELECT count(*) FROM k
             """,
             call_id,
             call_sid,
             self.clock(),
         )
-        if row is None:
-            return False
-        await conn.execute(
-            """
-            UPDATE campaign_contacts
-            SET call_status = 'in_progress', call_count = call_count + 1, last_call_at = $3
-            WHERE campaign_id = $1 AND contact_id = $2
-            """,
-            row["campaign_id"],
-            row["contact_id"],
-            row["dialed_at"],
-        )
-        return True
+        return bool(adopted)
 
     async def dial_failed(self, call_id: uuid.UUID, error: CarrierError) -> CallStatus:
         """The carrier request failed. Transient: back to scheduled after a backoff,
@@ -601,11 +600,9 @@ class LifecycleStore:
         async with self.pool.acquire() as conn, conn.transaction():
             row = None
             if call_id is not None:
-                row = await conn.fetchrow("SELECT * FROM calls WHERE id = $1 FOR UPDATE", call_id)
+                row = await conn.fetchrow(EVENT_ROW_SQL.format(where="k.id = $1"), call_id)
             if row is None and event.call_sid:
-                row = await conn.fetchrow(
-                    "SELECT * FROM calls WHERE call_sid = $1 FOR UPDATE", event.call_sid
-                )
+                row = await conn.fetchrow(EVENT_ROW_SQL.format(where="k.call_sid = $1"), event.call_sid)
             if row is None:
                 return ApplyResult.UNKNOWN
             if row["call_sid"] is not None and row["call_sid"] != event.call_sid:
@@ -640,13 +637,10 @@ class LifecycleStore:
                     event.answered_by,
                 )
                 return ApplyResult.APPLIED
-            campaign = await conn.fetchrow(
-                "SELECT machine_is_failure FROM campaigns WHERE id = $1", row["campaign_id"]
-            )
-            fresh = await conn.fetchrow("SELECT * FROM calls WHERE id = $1", row["id"])
-            assert fresh is not None  # locked FOR UPDATE above
-            machine_is_failure = bool(campaign and campaign["machine_is_failure"])
-            await self._finish_attempt(conn, fresh, _attempt_end(event, machine_is_failure, now))
+            # The row read above is still right for _finish_attempt: adoption changes
+            # only status, call_sid and last_event_at, none of which it reads.
+            end = _attempt_end(event, bool(row["machine_is_failure"]), now)
+            await self._finish_attempt(conn, row, end, campaign=row)
             return ApplyResult.APPLIED
 
     async def record_recording(
@@ -661,10 +655,47 @@ class LifecycleStore:
         )
         return ApplyResult.APPLIED if result != "UPDATE 0" else ApplyResult.UNKNOWN
 
-    async def _finish_attempt(self, conn: Conn, row: asyncpg.Record, end: AttemptEnd) -> None:
+    async def _finish_attempt(
+        self, conn: Conn, row: asyncpg.Record, end: AttemptEnd, campaign: asyncpg.Record | None = None
+    ) -> None:
+        """End an attempt: the contact's disposition, the retry, then the call row.
+        The call's status change is the statement whose counters trigger updates the
+        campaign row, which every finishing call of the campaign must lock: it comes
+        last so that lock is held for as short a time as possible before commit."""
         started_at = end.started_at or row["started_at"]
         if started_at is None and end.duration and end.status is CallStatus.COMPLETED:
             started_at = end.ended_at - timedelta(seconds=end.duration)
+        if campaign is None:
+            campaign = await conn.fetchrow(
+                "SELECT status AS campaign_status, max_retries, retry_delay_minutes, schedule_end "
+                "FROM campaigns WHERE id = $1",
+                row["campaign_id"],
+            )
+        assert campaign is not None  # calls_campaign_id_fk
+        retry_at: datetime | None = None
+        if end.status is CallStatus.COMPLETED:
+            disposition = "completed"
+        elif end.permanent:
+            disposition = "invalid_number"
+        else:
+            next_at = end.ended_at + timedelta(minutes=campaign["retry_delay_minutes"])
+            retries_left = row["retry_count"] < campaign["max_retries"]
+            running = campaign["campaign_status"] in ("active", "paused") and (
+                campaign["schedule_end"] is None or next_at <= campaign["schedule_end"]
+            )
+            if retries_left and running:
+                retry_at = next_at
+                disposition = "scheduled"
+            elif retries_left:
+                disposition = "cancelled"  # the campaign ended before the contact did
+            else:
+                disposition = "failed"
+        await conn.execute(
+            "UPDATE campaign_contacts SET call_status = $3 WHERE campaign_id = $1 AND contact_id = $2",
+            row["campaign_id"],
+            row["contact_id"],
+            disposition,
+        )
         await conn.execute(
             """
             UPDATE calls SET status = $2, outcome = $3, ended_at = $4, duration = coalesce($5, duration),
@@ -683,44 +714,20 @@ class LifecycleStore:
             end.error_code,
             end.error_message,
         )
-        campaign = await conn.fetchrow(
-            "SELECT status, max_retries, retry_delay_minutes, schedule_end FROM campaigns WHERE id = $1",
-            row["campaign_id"],
-        )
-        assert campaign is not None  # calls_campaign_id_fk
-        if end.status is CallStatus.COMPLETED:
-            disposition = "completed"
-        elif end.permanent:
-            disposition = "invalid_number"
-        else:
-            retry_at = end.ended_at + timedelta(minutes=campaign["retry_delay_minutes"])
-            retries_left = row["retry_count"] < campaign["max_retries"]
-            running = campaign["status"] in ("active", "paused") and (
-                campaign["schedule_end"] is None or retry_at <= campaign["schedule_end"]
+        if retry_at is not None:
+            # After the attempt's own row is final: the one-open-attempt index allows
+            # the next attempt only once this one is closed.
+            await conn.execute(
+                """
+                INSERT INTO calls (campaign_id, contact_id, status, retry_count, scheduled_at)
+                VALUES ($1, $2, 'scheduled', $3, $4)
+                ON CONFLICT DO NOTHING
+                """,
+                row["campaign_id"],
+                row["contact_id"],
+                row["retry_count"] + 1,
+                retry_at,
             )
-            if retries_left and running:
-                await conn.execute(
-                    """
-                    INSERT INTO calls (campaign_id, contact_id, status, retry_count, scheduled_at)
-                    VALUES ($1, $2, 'scheduled', $3, $4)
-                    ON CONFLICT DO NOTHING
-                    """,
-                    row["campaign_id"],
-                    row["contact_id"],
-                    row["retry_count"] + 1,
-                    retry_at,
-                )
-                disposition = "scheduled"
-            elif retries_left:
-                disposition = "cancelled"  # the campaign ended before the contact did
-            else:
-                disposition = "failed"
-        await conn.execute(
-            "UPDATE campaign_contacts SET call_status = $3 WHERE campaign_id = $1 AND contact_id = $2",
-            row["campaign_id"],
-            row["contact_id"],
-            disposition,
-        )
 
     # ------------------------------------------------------------ live calls
 
@@ -826,6 +833,15 @@ class LifecycleStore:
         )
         return row["script_template"], contact
 
+
+# A call row locked for a carrier event, with what finishing it needs of its campaign.
+EVENT_ROW_SQL = """
+SELECT k.*, c.machine_is_failure, c.status AS campaign_status, c.max_retries,
+       c.retry_delay_minutes, c.schedule_end
+FROM calls k JOIN campaigns c ON c.id = k.campaign_id
+WHERE {where}
+FOR UPDATE OF k
+"""
 
 CLAIM_SQL = """
 WITH candidates AS (
