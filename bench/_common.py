@@ -141,9 +141,7 @@ async def xact_commits(conn: asyncpg.Connection) -> int:
     """Committed transactions of the current database so far (pg_stat is a snapshot
     per transaction: clear it first so the figure is fresh)."""
     await conn.execute("SELECT pg_stat_clear_snapshot()")
-    value = await conn.fetchval(
-        "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
-    )
+    value = await conn.fetchval("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
     return int(value)
 
 
@@ -201,11 +199,24 @@ def pgbench_update_tps(url: str, seconds: float = 5.0, clients: int = 8) -> floa
     pgbench = str(_bin_dir() / "pgbench")
     subprocess.run([pgbench, "-i", "-q", "-s", "1"], env=env, check=True, capture_output=True, timeout=120)
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
-        script.write("\\set aid random(1, 100000)\nUPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = :aid;\n")
+        script.write(
+            "\\set aid random(1, 100000)\nUPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = :aid;\n"
+        )
     try:
         os.chmod(script.name, 0o644)
         out = subprocess.run(
-            [pgbench, "-n", "-f", script.name, "-c", str(clients), "-j", "2", "-T", str(max(1, round(seconds)))],
+            [
+                pgbench,
+                "-n",
+                "-f",
+                script.name,
+                "-c",
+                str(clients),
+                "-j",
+                "2",
+                "-T",
+                str(max(1, round(seconds))),
+            ],
             env=env,
             check=True,
             capture_output=True,
@@ -244,7 +255,9 @@ def report(result: Result) -> None:
     ratio = f"  ratio {result.ratio:.2f}" if result.ratio is not None else ""
     verdict = {True: "  MET", False: "  MISSED", None: ""}[result.met]
     goal = f"  goal {result.goal}" if result.goal else ""
-    print(f"{result.bench:10} {result.metric:38} {result.value:12,.2f} {result.unit:8}{base}{ratio}{goal}{verdict}")
+    print(
+        f"{result.bench:10} {result.metric:38} {result.value:12,.2f} {result.unit:8}{base}{ratio}{goal}{verdict}"
+    )
     path = os.environ.get(RESULTS_ENV)
     if path:
         with open(path, "a", encoding="utf-8") as f:
@@ -280,3 +293,57 @@ async def wait_until(predicate: Any, deadline: Deadline, interval: float = 0.05)
     while not await predicate():
         deadline.check()
         await asyncio.sleep(interval)
+
+
+# ------------------------------------------------------------------ simulator process
+
+
+def _simulator_main(out: Any, instant: bool, settings: dict[str, Any]) -> None:
+    """Child process: serve a simulator until SIGTERM; send its URL to the parent."""
+    import signal
+
+    from dialer.carrier.simulator import SIMULATOR_ACCOUNT_SID, SIMULATOR_AUTH_TOKEN, start_simulator
+    from dialer.config import SimulatorSettings
+
+    quiet()
+
+    async def serve() -> None:
+        running = await start_simulator(
+            SimulatorSettings(**settings),
+            account_sid=SIMULATOR_ACCOUNT_SID,
+            auth_token=SIMULATOR_AUTH_TOKEN,
+            instant=instant,
+        )
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        out.put(running.url)
+        try:
+            await stop.wait()
+        finally:
+            await running.stop()
+
+    asyncio.run(serve())
+
+
+ALWAYS_ANSWERED = {"answered": 1, "busy": 0, "no_answer": 0, "failed": 0, "machine": 0}
+
+
+@contextlib.contextmanager
+def simulator_process(instant: bool = True, **settings: Any) -> Iterator[str]:
+    """The carrier simulator in its own process (the carrier's CPU is not the
+    dialer's overhead); yields its base URL, stops it at exit."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    merged = {"min_latency_ms": 0, "max_latency_ms": 0, "seed": 5, **ALWAYS_ANSWERED, **settings}
+    proc = ctx.Process(target=_simulator_main, args=(queue, instant, merged), daemon=True)
+    proc.start()
+    try:
+        yield str(queue.get(timeout=60))
+    finally:
+        proc.terminate()
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(5)

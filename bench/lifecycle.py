@@ -15,8 +15,6 @@ import logging
 import time
 from typing import Any
 
-import asyncpg
-
 from bench._common import (
     Deadline,
     Result,
@@ -28,11 +26,10 @@ from bench._common import (
     postgres,
     quiet,
     report,
+    simulator_process,
     xact_commits,
 )
 from dialer import database
-from dialer.carrier.simulator import SIMULATOR_ACCOUNT_SID, SIMULATOR_AUTH_TOKEN, start_simulator
-from dialer.config import SimulatorSettings
 from dialer.service import Daemon
 
 RUN_BOUND = 300.0  # seconds any one measured run may take
@@ -66,21 +63,34 @@ async def procrastinate_noop_jobs_per_second(url: str, jobs: int, concurrency: i
     return jobs / elapsed
 
 
-async def dialer_lifecycles(url: str, contacts: int, max_concurrent: int) -> dict[str, float]:
+def _time_calls(daemon: Daemon) -> list[float]:
+    """Claim→final latency of every call, in-process: from the moment the claimed call
+    is handed to the pool to the moment its coroutine ends (final state committed and
+    heard). The rows' ended_at comes from the carrier's 1-second-resolution Timestamp,
+    too coarse for this."""
+    latencies: list[float] = []
+    pool = daemon.pool
+    original = pool.start
+
+    def start(call: Any) -> None:
+        began = time.monotonic()
+        original(call)
+        task = pool._tasks[call.id]
+        task.add_done_callback(lambda _t: latencies.append((time.monotonic() - began) * 1000))
+
+    pool.start = start  # type: ignore[method-assign]
+    return latencies
+
+
+async def dialer_lifecycles(url: str, sim_url: str, contacts: int, max_concurrent: int) -> dict[str, float]:
     """One daemon runs a campaign of `contacts` to its end against an instant
     simulator; returns calls/s, transactions per call and latency percentiles."""
-    sim = await start_simulator(
-        SimulatorSettings(min_latency_ms=0, max_latency_ms=0, seed=3, answered=1, busy=0,
-                          no_answer=0, failed=0, machine=0),
-        account_sid=SIMULATOR_ACCOUNT_SID,
-        auth_token=SIMULATOR_AUTH_TOKEN,
-        instant=True,
-    )
     conn = await database.connect(url)
-    daemon = Daemon(daemon_settings(url, sim.url, max_concurrent_calls=max_concurrent), db_url=url)
+    daemon = Daemon(daemon_settings(url, sim_url, max_concurrent_calls=max_concurrent), db_url=url)
     try:
         cid = await make_campaign(conn, contacts)
         await daemon.start()
+        latencies = _time_calls(daemon)
         await asyncio.sleep(0.5)  # let the first housekeeping pass settle
         before = await xact_commits(conn)
         started = time.monotonic()
@@ -96,20 +106,14 @@ async def dialer_lifecycles(url: str, contacts: int, max_concurrent: int) -> dic
             await asyncio.sleep(0.02)
         elapsed = time.monotonic() - started
         after = await xact_commits(conn)
-        rows = await conn.fetch(
-            "SELECT extract(epoch FROM ended_at - claimed_at) * 1000 AS ms FROM calls "
-            "WHERE campaign_id = $1 AND ended_at IS NOT NULL",
-            cid,
-        )
-        latencies = [float(r["ms"]) for r in rows]
         wrong = await conn.fetchval(
-            "SELECT count(*) FROM campaign_contacts WHERE campaign_id = $1 AND call_status <> 'completed'", cid
+            "SELECT count(*) FROM campaign_contacts WHERE campaign_id = $1 AND call_status <> 'completed'",
+            cid,
         )
         if wrong:
             raise AssertionError(f"{wrong} contacts did not end completed")
     finally:
         await daemon.stop(drain_seconds=5)
-        await sim.stop()
         await conn.close()
     return {
         "per_second": contacts / elapsed,
@@ -121,44 +125,67 @@ async def dialer_lifecycles(url: str, contacts: int, max_concurrent: int) -> dic
     }
 
 
-async def run(contacts: int, max_concurrent: int, pgbench_seconds: float) -> None:
+async def run(contacts: int, max_concurrent: int, pgbench_seconds: float, baselines: bool = True) -> None:
     """All three measurements on one server, then the report."""
+    tps = jobs = float("nan")
     with postgres() as server:
-        async with fresh_database(server, migrated=False) as url:
-            tps = await asyncio.to_thread(pgbench_update_tps, url, pgbench_seconds)
-        async with fresh_database(server, migrated=False) as url:
-            jobs = await procrastinate_noop_jobs_per_second(url, contacts)
-        async with fresh_database(server) as url:
-            d = await dialer_lifecycles(url, contacts, max_concurrent)
+        if baselines:
+            async with fresh_database(server, migrated=False) as url:
+                tps = await asyncio.to_thread(pgbench_update_tps, url, pgbench_seconds)
+            async with fresh_database(server, migrated=False) as url:
+                jobs = await procrastinate_noop_jobs_per_second(url, contacts)
+        with simulator_process(instant=True) as sim_url:
+            async with fresh_database(server) as url:
+                d = await dialer_lifecycles(url, sim_url, contacts, max_concurrent)
     report(Result("lifecycle", "pgbench 1-stmt UPDATE", tps, "tps"))
     report(Result("lifecycle", "procrastinate no-op jobs", jobs, "jobs/s"))
-    report(Result(
-        "lifecycle", f"call lifecycles ({contacts:,} contacts)", d["per_second"], "calls/s",
-        baseline="procrastinate jobs/s", baseline_value=jobs, ratio=d["per_second"] / jobs,
-        goal=">= 2.00", met=d["per_second"] / jobs >= 2.0,
-    ))
-    report(Result(
-        "lifecycle", "DB transactions per call", d["xacts_per_call"], "xact",
-        baseline="pgbench tps", baseline_value=tps,
-        ratio=d["per_second"] * d["xacts_per_call"] / tps,
-        goal="<= 4", met=d["xacts_per_call"] <= 4.0,
-    ))
+    report(
+        Result(
+            "lifecycle",
+            f"call lifecycles ({contacts:,} contacts)",
+            d["per_second"],
+            "calls/s",
+            baseline="procrastinate jobs/s",
+            baseline_value=jobs,
+            ratio=d["per_second"] / jobs,
+            goal=">= 2.00",
+            met=d["per_second"] / jobs >= 2.0,
+        )
+    )
+    report(
+        Result(
+            "lifecycle",
+            "DB transactions per call",
+            d["xacts_per_call"],
+            "xact",
+            baseline="pgbench tps",
+            baseline_value=tps,
+            ratio=d["per_second"] * d["xacts_per_call"] / tps,
+            goal="<= 4",
+            met=d["xacts_per_call"] <= 4.0,
+        )
+    )
     report(Result("lifecycle", "claim→end p50", d["p50_ms"], "ms"))
     report(Result("lifecycle", "claim→end p99", d["p99_ms"], "ms"))
-    print(f"  ({contacts:,} calls in {d['seconds']:.1f} s, peak live calls {d['peak_live']:.0f};"
-          f" the DB-ratio is the share of pgbench's TPS the dialer's commits used)")
+    print(
+        f"  ({contacts:,} calls in {d['seconds']:.1f} s, peak live calls {d['peak_live']:.0f};"
+        f" the DB-ratio is the share of pgbench's TPS the dialer's commits used)"
+    )
 
 
 def main() -> None:
     """Parse flags and run."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--contacts", type=int, default=20_000)
     parser.add_argument("--max-concurrent", type=int, default=200)
     parser.add_argument("--quick", action="store_true", help="CI size: 3,000 contacts, short pgbench")
+    parser.add_argument("--no-baselines", action="store_true", help="the dialer only (for profiling)")
     args = parser.parse_args()
     quiet()
     contacts = 3000 if args.quick else args.contacts
-    asyncio.run(run(contacts, args.max_concurrent, 3.0 if args.quick else 5.0))
+    asyncio.run(run(contacts, args.max_concurrent, 3.0 if args.quick else 5.0, not args.no_baselines))
 
 
 if __name__ == "__main__":
