@@ -172,7 +172,7 @@ async def make_campaign(conn: asyncpg.Connection, contacts: int, *, status: str 
 
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0–100), nearest rank; NaN for no values."""
+    """The q-th percentile (0 to 100), nearest rank; NaN for no values."""
     if not values:
         return float("nan")
     ordered = sorted(values)
@@ -199,9 +199,8 @@ def pgbench_update_tps(url: str, seconds: float = 5.0, clients: int = 8) -> floa
     pgbench = str(_bin_dir() / "pgbench")
     subprocess.run([pgbench, "-i", "-q", "-s", "1"], env=env, check=True, capture_output=True, timeout=120)
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
-        script.write(
-            "\\set aid random(1, 100000)\nUPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = :aid;\n"
-        )
+        script.write("\\set aid random(1, 100000)\n")
+        script.write("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = :aid;\n")
     try:
         os.chmod(script.name, 0o644)
         out = subprocess.run(
@@ -255,9 +254,8 @@ def report(result: Result) -> None:
     ratio = f"  ratio {result.ratio:.2f}" if result.ratio is not None else ""
     verdict = {True: "  MET", False: "  MISSED", None: ""}[result.met]
     goal = f"  goal {result.goal}" if result.goal else ""
-    print(
-        f"{result.bench:10} {result.metric:38} {result.value:12,.2f} {result.unit:8}{base}{ratio}{goal}{verdict}"
-    )
+    head = f"{result.bench:10} {result.metric:38} {result.value:12,.2f} {result.unit:8}"
+    print(f"{head}{base}{ratio}{goal}{verdict}")
     path = os.environ.get(RESULTS_ENV)
     if path:
         with open(path, "a", encoding="utf-8") as f:
@@ -267,7 +265,8 @@ def report(result: Result) -> None:
 def machine() -> str:
     """One line naming the machine the figures come from."""
     cpus = os.cpu_count()
-    return f"{platform.machine()} {cpus} CPU, Python {platform.python_version()}, {platform.system()} {platform.release()}"
+    python = platform.python_version()
+    return f"{platform.machine()} {cpus} CPU, Python {python}, {platform.system()} {platform.release()}"
 
 
 class Deadline:

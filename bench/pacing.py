@@ -1,0 +1,123 @@
+"""Pacing: at calls_per_second 1, 10 and 100, the dial rate the carrier observes and
+the worst one-second window, for a bounded run per rate. The baseline is the
+configured rate itself (the token bucket's promise); the bound for any one-second
+window is rate + bucket_size (a full bucket plus one second of refill).
+
+    .venv/bin/python bench/pacing.py [--seconds 10] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+
+from bench._common import (
+    ALWAYS_ANSWERED,
+    Deadline,
+    Result,
+    daemon_settings,
+    fresh_database,
+    make_campaign,
+    postgres,
+    quiet,
+    report,
+)
+from dialer import database
+from dialer.carrier.simulator import SIMULATOR_ACCOUNT_SID, SIMULATOR_AUTH_TOKEN, start_simulator
+from dialer.config import SimulatorSettings
+from dialer.service import Daemon
+
+BUCKET = 1  # the default bucket_size: no burst beyond one call
+
+
+def worst_window(times: list[float], width: float = 1.0) -> int:
+    """Most create requests inside any window of `width` seconds (two pointers)."""
+    best = lo = 0
+    for hi, t in enumerate(times):
+        while t - times[lo] >= width:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
+
+
+async def one_rate(url: str, rate: float, seconds: float) -> tuple[float, int]:
+    """Dial a large campaign at `rate` for `seconds`; (observed rate, worst window)."""
+    sim = await start_simulator(
+        SimulatorSettings(min_latency_ms=0, max_latency_ms=0, seed=1, **ALWAYS_ANSWERED),
+        account_sid=SIMULATOR_ACCOUNT_SID,
+        auth_token=SIMULATOR_AUTH_TOKEN,
+        instant=True,
+    )
+    conn = await database.connect(url)
+    daemon = Daemon(
+        daemon_settings(url, sim.url, calls_per_second=rate, bucket_size=BUCKET, max_concurrent_calls=200),
+        db_url=url,
+    )
+    try:
+        await make_campaign(conn, math.ceil(rate * seconds * 1.5) + 10, status="active")
+        await daemon.start()
+        deadline = Deadline(seconds + 30, f"pacing at {rate}/s")
+        while len(sim.simulator.create_times()) < 2:  # the measurement starts at the first dial
+            deadline.check()
+            await asyncio.sleep(0.01)
+        first = sim.simulator.create_times()[0]
+        await asyncio.sleep(max(0.0, first + seconds - asyncio.get_running_loop().time()))
+        times = [t for t in sim.simulator.create_times() if t <= first + seconds]
+    finally:
+        await daemon.stop(drain_seconds=2)
+        await sim.stop()
+        await conn.close()
+    observed = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
+    return observed, worst_window(times)
+
+
+async def run(rates: list[float], seconds: float) -> None:
+    """Each rate on a fresh database of one server."""
+    with postgres() as server:
+        for rate in rates:
+            async with fresh_database(server) as url:
+                observed, worst = await one_rate(url, rate, seconds)
+            error = (observed - rate) / rate
+            report(
+                Result(
+                    "pacing",
+                    f"dial rate at {rate:g}/s ({seconds:g} s)",
+                    observed,
+                    "calls/s",
+                    baseline="configured",
+                    baseline_value=rate,
+                    ratio=observed / rate,
+                    goal="1.00 ± 0.02",
+                    met=abs(error) <= 0.02,
+                )
+            )
+            bound = math.ceil(rate) + BUCKET
+            report(
+                Result(
+                    "pacing",
+                    f"worst 1 s window at {rate:g}/s",
+                    worst,
+                    "calls",
+                    baseline="rate + bucket",
+                    baseline_value=bound,
+                    ratio=worst / bound,
+                    goal="<= 1.00",
+                    met=worst <= bound,
+                )
+            )
+
+
+def main() -> None:
+    """Parse flags and run."""
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds per rate")
+    parser.add_argument("--quick", action="store_true", help="8 s per rate")
+    args = parser.parse_args()
+    quiet()
+    asyncio.run(run([1.0, 10.0, 100.0], 8.0 if args.quick else args.seconds))
+
+
+if __name__ == "__main__":
+    main()
