@@ -103,7 +103,7 @@ class EmbeddedPostgres:
         self._password = str(state["password"])
         self._port = int(state["port"])
         if self._running():
-            log.info("embedded_postgres_attached", data_dir=str(self.data_dir), port=self._port)
+            log.debug("embedded_postgres_attached", data_dir=str(self.data_dir), port=self._port)
             return self.url
         if not _port_free(self._port):
             self._port = _free_port()
@@ -122,14 +122,14 @@ class EmbeddedPostgres:
             user,
         )
         self._started_here = True
-        log.info("embedded_postgres_started", data_dir=str(self.data_dir), port=self._port)
+        log.debug("embedded_postgres_started", data_dir=str(self.data_dir), port=self._port)
         return self.url
 
     def stop(self) -> None:
         """Stop the server if this object started it."""
         if self._started_here and self._running():
             self._pg_ctl(["stop", "-w", "-m", "fast"], self._run_as())
-            log.info("embedded_postgres_stopped", data_dir=str(self.data_dir))
+            log.debug("embedded_postgres_stopped", data_dir=str(self.data_dir))
         self._started_here = False
 
     def restart(self) -> None:
