@@ -30,7 +30,15 @@ RECONCILE_GRACE = 3.0  # seconds to let an unknown-outcome call show up at the c
 RECONCILE_ROUNDS = 3
 FOLLOW_MARGIN = 60.0  # seconds past ring timeout + time limit before a call is overdue
 DB_RETRY_DELAY = 1.0  # seconds between retries of a failed database write
-DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+# InternalClientError: asyncpg's word for a connection cut mid-operation (server restart,
+# pg_terminate_backend) and then reused; it is a lost connection like the others.
+DB_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -97,6 +105,10 @@ class CallPool:
 
     def __len__(self) -> int:
         return len(self._tasks)
+
+    def holds(self, call_id: uuid.UUID) -> bool:
+        """Whether a coroutine of this pool follows the call right now."""
+        return call_id in self._tasks
 
     def start(self, call: ClaimedCall) -> None:
         """Run a freshly claimed call to its end."""
@@ -211,7 +223,7 @@ class CallPool:
     async def _dial_and_follow(self, call: ClaimedCall) -> None:
         structlog.contextvars.bind_contextvars(campaign_id=str(call.campaign_id))
         await self.bucket.acquire()
-        if not self._dialing or not await self.store.begin_dial(call.id):
+        if not self._dialing or not await self._gate_open(call.id):
             # Paused, cancelled, outside hours, or shutting down since the claim.
             await self._db(self.store.release_claim, call.id)
             log.info("claim_released")
@@ -260,6 +272,16 @@ class CallPool:
                 return
         await self._fetch_and_apply(call.id, sid)
         await self._follow(call.id, sid, call.ring_timeout_seconds + call.time_limit_seconds)
+
+    async def _gate_open(self, call_id: uuid.UUID) -> bool:
+        """begin_dial, where a database error closes the gate: no request has left, so
+        handing the claim back is always safe (even if the write did commit)."""
+        try:
+            return await self.store.begin_dial(call_id)
+        except DB_ERRORS as exc:
+            self.metrics.db_errors.inc()
+            log.warning("dial_gate_failed", error=str(exc))
+            return False
 
     async def _follow(self, call_id: uuid.UUID, sid: str, expected_seconds: float) -> None:
         """Wait for the final status; ask the carrier when nothing has been heard

@@ -16,7 +16,7 @@ import asyncpg
 import structlog
 
 from dialer.metrics import Metrics
-from dialer.models import Campaign
+from dialer.models import CallStatus, Campaign
 from dialer.pacing import TokenBucket
 from dialer.pool import CallPool
 from dialer.store.lifecycle import LifecycleStore
@@ -28,7 +28,15 @@ HEARTBEAT_INTERVAL = 5.0  # seconds
 RESCUE_INTERVAL = 5.0  # seconds
 GAUGE_INTERVAL = 5.0  # seconds between due-queue depth counts
 CLAIM_HORIZON = 1.0  # seconds of dialing the bucket allows that one pass may claim
-DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+# InternalClientError: asyncpg's word for a connection cut mid-operation (server restart,
+# pg_terminate_backend) and then reused; it is a lost connection like the others.
+DB_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
 
 
 class Scheduler:
@@ -95,6 +103,7 @@ class Scheduler:
             self._last["rescue"] = now
             for call in await self.store.adopt_orphans(self.instance_timeout):
                 self.pool.resume(call)
+            await self._rescue_own()
         if self._housekeeping_due or now - self._last["housekeeping"] >= HOUSEKEEPING_INTERVAL:
             self._housekeeping_due = False
             self._last["housekeeping"] = now
@@ -113,6 +122,23 @@ class Scheduler:
             # bucket refills at its rate.
             return min(self.tick, 1.0 / self.bucket.rate)
         return await self._sleep_hint(campaigns)
+
+    async def _rescue_own(self) -> None:
+        """Calls the database says this instance holds but no coroutine of its pool
+        follows: a claim whose reply was lost with its connection, or a call coroutine
+        that died of an error. Rescue of dead instances cannot see them (this one is
+        alive), so without this they would stay live forever and the campaign would
+        never complete. Runs in the scheduler's own task, never between a claim and
+        pool.start(), so a call just claimed is never mistaken for one."""
+        for call in await self.store.my_live_calls():
+            if self.pool.holds(call.id):
+                continue
+            if call.status is CallStatus.PENDING and call.dialed_at is None:
+                await self.store.release_claim(call.id)  # no request ever left
+                log.warning("own_claim_released", call_id=str(call.id))
+            else:
+                log.warning("own_call_resumed", call_id=str(call.id), status=call.status.value)
+                self.pool.resume(call)
 
     async def _claim(self, campaigns: list[Campaign]) -> bool:
         """Claim for this pass's budget; True when the whole budget was used."""
