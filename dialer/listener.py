@@ -74,6 +74,7 @@ class Listener:
                 OSError,
                 asyncpg.PostgresError,
                 asyncpg.InterfaceError,
+                asyncpg.InternalClientError,
                 DatabaseUnavailable,
                 TimeoutError,
             ) as exc:

@@ -204,7 +204,13 @@ class Daemon:
         try:
             async with asyncio.timeout(2.0):
                 await self._db.fetchval("SELECT 1")
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+        except (
+            OSError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            asyncpg.InternalClientError,
+            TimeoutError,
+        ):
             return False
         return True
 

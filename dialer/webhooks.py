@@ -65,7 +65,14 @@ MAX_FORM_FIELDS: Final = 200
 READY_TIMEOUT_SECONDS: Final = 2.0
 # Errors of the database path: answered 503, so a carrier that retries (the simulator, Twilio
 # with connection overrides) tries again; reconciliation (SPEC §5) catches the rest.
-DB_ERRORS: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, DatabaseUnavailable)
+# InternalClientError is asyncpg's word for a connection cut mid-operation and then reused.
+DB_ERRORS: Final = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    DatabaseUnavailable,
+)
 # Probes and scrapes are logged at debug level so they do not drown the journal.
 _QUIET_PATHS: Final = frozenset({"/healthz", "/readyz", "/metrics"})
 
