@@ -16,7 +16,7 @@ from dialer import database
 from dialer.carrier.simulator import RunningSimulator
 from tests.chaos.procs import DaemonProcess, assert_campaign_invariants, daemons
 from tests.conftest import PgServer
-from tests.factories import madrid_number, make_campaign
+from tests.factories import add_contacts, madrid_number, make_campaign
 
 pytestmark = pytest.mark.slow
 
@@ -133,3 +133,59 @@ async def test_sigkill_three_times_and_postgres_restart_lose_nothing(
         assert final == CONTACTS
     finally:
         await conn.close()
+
+
+async def test_sigkill_between_carrier_accept_and_sid_store_does_not_redial(
+    db_url: str, chaos_sim: RunningSimulator, log_dir: Path
+) -> None:
+    """The carrier created the calls but the daemon died before storing their sids:
+    the next process adopts each call (by the callback's call_id or by find()), never
+    dials the contact again, and the row carries the carrier's sid."""
+    sim = chaos_sim.simulator
+    # Calls long enough that some callbacks come after the restart (call_id path),
+    # while the earliest ones are lost with the dead process (find() path).
+    sim.settings = sim.settings.model_copy(update={"time_scale": 0.5, "min_duration_seconds": 2})
+    numbers = [madrid_number(900_000 + i) for i in range(4)]
+    for number in numbers:
+        sim.script(number, ["answered"])
+    conn = await database.connect(db_url)
+    try:
+        cid = await make_campaign(conn, status="active", max_retries=0)
+        await add_contacts(conn, cid, numbers)
+    finally:
+        await conn.close()
+    sim.hold_create_responses.set()
+    daemon = DaemonProcess(db_url, chaos_sim.url, log_dir)
+    with daemons(daemon):
+        await daemon.start()
+        await sim.wait_for_calls(len(numbers), within=20)
+        daemon.sigkill()  # every create response is still held: no sid was stored
+        sim.hold_create_responses.clear()
+        conn = await database.connect(db_url)
+        try:
+            rows = await conn.fetch("SELECT status::text, call_sid, dialed_at FROM calls")
+            assert all(r["status"] == "pending" and r["call_sid"] is None and r["dialed_at"] for r in rows)
+        finally:
+            await conn.close()
+        await daemon.start()
+        await _wait_completed(db_url, cid, 60)
+        daemon.stop()
+    for number in numbers:
+        assert sim.dials_to(number) == 1, number
+    conn = await database.connect(db_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT ct.phone_number, k.call_sid, k.status::text FROM calls k JOIN contacts ct ON ct.id = k.contact_id"
+        )
+        by_number = {r["phone_number"]: r for r in rows}
+        for call in sim.calls:
+            assert by_number[call.to]["call_sid"] == call.sid
+            assert by_number[call.to]["status"] == "completed"
+        await assert_campaign_invariants(conn, cid, sim.calls, max_retries=0)
+    finally:
+        await conn.close()
+    log_text = daemon.log_path.read_text()
+    print(
+        "\nadopted by callback:", log_text.count("unknown_outcome_adopted_by_callback"),
+        "by find():", log_text.count('"unknown_outcome_adopted"'),
+    )
