@@ -8,16 +8,19 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 
 from dialer.config import DatabaseSettings
 from dialer.embedded import EmbeddedPostgres
-from dialer.errors import DatabaseUnavailable
+from dialer.errors import ConfigError, DatabaseUnavailable
 
 # Every session speaks UTC: the seed's `timestamp` columns hold UTC wall-clock time.
 SERVER_SETTINGS = {"timezone": "UTC", "application_name": "dialer"}
+# Supabase's Supavisor (and the usual PgBouncer setup there) serves transaction mode on
+# 6543 and session mode on 5432; a transaction pooler hands LISTEN's session to others.
+TRANSACTION_POOLER_PORT = 6543
 
 
 @dataclass(frozen=True)
@@ -121,3 +124,37 @@ async def recreate_database(admin_url: str, name: str) -> None:
         await conn.execute(f"CREATE DATABASE {name}")
     finally:
         await conn.close()
+
+
+def url_ports(url: str) -> list[int]:
+    """Every port a libpq-style URL names: in the netloc (also multi-host
+    `h1:5432,h2:6543`) or as a `?port=` parameter."""
+    parts = urlsplit(url)
+    hosts = parts.netloc.rsplit("@", 1)[-1]
+    ports: list[int] = []
+    for host in hosts.split(","):
+        _, sep, port = host.rpartition(":")
+        if sep and port.isdigit() and not host.endswith("]"):
+            ports.append(int(port))
+    for value in parse_qs(parts.query).get("port", []):
+        ports += [int(p) for p in value.split(",") if p.isdigit()]
+    return ports
+
+
+def is_transaction_pooler(url: str) -> bool:
+    """Whether the URL points at a transaction-mode pooler (port 6543, Supabase's
+    convention, whatever the host: pooler.supabase.com or a self-hosted PgBouncer)."""
+    return TRANSACTION_POOLER_PORT in url_ports(url)
+
+
+def refuse_pooled_listen(listen_url: str, *, from_listen_url: bool) -> None:
+    """Stop start-up when LISTEN would go through a transaction pooler: there the
+    daemon would LISTEN on a server session that is then handed to other clients and
+    never hear a pause or cancel. Raises ConfigError with one line naming the key."""
+    if not is_transaction_pooler(listen_url):
+        return
+    key = "database.listen_url" if from_listen_url else "database.url (used for LISTEN: listen_url is empty)"
+    raise ConfigError(
+        f"{key}: {describe_url(listen_url)} is a transaction pooler (port {TRANSACTION_POOLER_PORT}); "
+        "LISTEN needs a direct or session-mode connection: set database.listen_url to one (port 5432)"
+    )

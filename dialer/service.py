@@ -79,6 +79,7 @@ class Daemon:
     async def start(self) -> None:
         """Bring every part up; READY=1 once the database, LISTEN and HTTP are up."""
         s = self.settings
+        database.refuse_pooled_listen(self.listen_url, from_listen_url=self.listen_url != self.db_url)
         async with database.connection(self.db_url, s.database) as conn:
             applied = await migrate.migrate(conn)
             if applied:
