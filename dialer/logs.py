@@ -10,6 +10,7 @@ from collections.abc import Iterable, MutableMapping
 from typing import Any, TextIO
 
 import structlog
+from aiohttp.http_exceptions import BadHttpMessage
 
 # Keys whose values are never logged, whatever they hold.
 SECRET_KEYS = frozenset(
@@ -18,6 +19,22 @@ SECRET_KEYS = frozenset(
 REDACTED = "[redacted]"
 # postgresql://user:secret@host → postgresql://user:[redacted]@host
 _URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]+:)(?P<pw>[^@\s]+)(?=@)", re.I)
+
+
+class MalformedHttpFilter(logging.Filter):
+    """aiohttp logs a full traceback at error level for every request it cannot even
+    parse (and answers 400 itself): the client's fault, not ours, and a cheap way for
+    anyone to flood the journal with tracebacks. Demoted to one warning line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite aiohttp's BadHttpMessage records in place; let everything through."""
+        exc = record.exc_info[1] if record.exc_info else None
+        if record.name.startswith("aiohttp") and isinstance(exc, BadHttpMessage):
+            reason = str(exc.message).strip().splitlines()[0][:120] if exc.message else type(exc).__name__
+            record.msg, record.args = "http_malformed_request: %s", (reason,)
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
 
 
 class SecretRedactor:
@@ -88,6 +105,7 @@ def configure_logging(
             foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
         )
     )
+    handler.addFilter(MalformedHttpFilter())
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(max(numeric, logging.WARNING))
