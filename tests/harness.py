@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import shutil
 import socket
+import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from dialer.config import Settings
@@ -75,3 +79,16 @@ def daemon_env(db_url: str, simulator_url: str, port: int, **dialer: Any) -> dic
     for key, value in dialer.items():
         env[f"DIALER_DIALER__{key.upper()}"] = str(value)
     return env
+
+
+@contextlib.contextmanager
+def server_dir(prefix: str) -> Iterator[Path]:
+    """A directory an embedded PostgreSQL can live in, outside pytest's basetemp:
+    pytest resets its temp root to 0700 whenever a session starts, which would lock
+    the server's own user (when tests run as root) out of its data."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

@@ -8,10 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.harness import server_dir
 
-def test_demo_runs_a_campaign_to_completion(tmp_path: Path) -> None:
+
+def test_demo_runs_a_campaign_to_completion() -> None:
     """The demo starts its own PostgreSQL and simulator, and the campaign ends completed."""
-    tmp_path.chmod(0o755)  # the embedded server's user must reach its data dir
+    with server_dir("dialer-demo-") as workdir:
+        _run_demo_in(workdir)
+
+
+def _run_demo_in(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIALER_")}
     result = subprocess.run(
         [sys.executable, "-m", "dialer", "demo", "--contacts", "60", "--seed", "3"],

@@ -11,7 +11,7 @@ import pytest
 
 from dialer.embedded import EmbeddedPostgres
 from dialer.service import Daemon
-from tests.harness import daemon_settings, wait_for
+from tests.harness import daemon_settings, server_dir, wait_for
 
 
 async def _status(url: str) -> int:
@@ -23,14 +23,13 @@ async def _status(url: str) -> int:
 
 
 @pytest.fixture
-def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+def own_server() -> Iterator[EmbeddedPostgres]:
     """A PostgreSQL for this test alone."""
-    base = tmp_path_factory.mktemp("ready")
-    base.chmod(0o755)
-    server = EmbeddedPostgres(base / "pg", settings={"fsync": "off"})
-    server.start()
-    yield server
-    server.stop()
+    with server_dir("dialer-ready-") as base:
+        server = EmbeddedPostgres(base / "pg", settings={"fsync": "off"})
+        server.start()
+        yield server
+        server.stop()
 
 
 async def test_readyz_is_503_while_postgres_is_down_and_200_after(own_server: EmbeddedPostgres) -> None:
