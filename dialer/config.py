@@ -53,6 +53,9 @@ class DatabaseSettings(_Section):
     statement_cache_size: int = Field(default=100, ge=0)
     connect_timeout_seconds: float = Field(default=10.0, gt=0)
     keepalive_seconds: float = Field(default=5.0, gt=0)  # LISTEN connection probe period
+    # Bounds every statement of the work pool: a silently dropped connection would
+    # otherwise hang a query until the kernel's TCP timeout (many minutes).
+    command_timeout_seconds: float = Field(default=60.0, gt=0)
 
     @field_validator("url", "listen_url")
     @classmethod

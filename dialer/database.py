@@ -85,6 +85,7 @@ async def create_pool(url: str, settings: DatabaseSettings) -> asyncpg.Pool:
             min_size=settings.pool_min_size,
             max_size=settings.pool_max_size,
             timeout=settings.connect_timeout_seconds,
+            command_timeout=settings.command_timeout_seconds,
             statement_cache_size=settings.statement_cache_size,
             server_settings=SERVER_SETTINGS,
             init=_init_connection,
