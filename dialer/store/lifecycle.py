@@ -250,8 +250,10 @@ class LifecycleStore:
     async def _validate(self, conn: Conn, c: Campaign, now: datetime) -> str | None:
         """Why this campaign cannot be dialed, or None. Checked before every pass so
         a fix by the operator is picked up without a restart."""
-        if c.schedule_end is not None and c.schedule_end < now and c.status is CampaignStatus.DRAFT:
-            return "schedule_end is in the past"
+        if c.schedule_end is not None and c.schedule_end < now:
+            # Only a campaign that never ran gets here (_expire completes the others):
+            # most likely a mistyped date, so nothing is cancelled; the operator decides.
+            return f"schedule_end {c.schedule_end:%Y-%m-%d %H:%M} UTC is in the past; nothing was dialed"
         try:
             self.validate_template(c.script_template or "")
         except TemplateError as exc:
@@ -341,11 +343,14 @@ class LifecycleStore:
 
     async def _expire(self, conn: Conn, now: datetime) -> None:
         """SPEC §3: when schedule_end passes the campaign is completed and its
-        unfinished contacts and their scheduled calls are cancelled."""
+        unfinished contacts and their scheduled calls are cancelled. Only a campaign
+        that ran (has calls): one started with its end already past cannot run, and
+        _validate reports it instead of cancelling every contact."""
         expired = await conn.fetch(
             """
             UPDATE campaigns SET status = 'completed'
             WHERE status IN ('active', 'paused') AND schedule_end IS NOT NULL AND schedule_end < $1
+              AND total_calls > 0
             RETURNING id
             """,
             now,

@@ -202,3 +202,45 @@ async def test_callback_before_create_response_adopts_the_call(conn, store) -> N
     assert not await store.dial_accepted(call.id, "CA9")
     assert await conn.fetchval("SELECT call_count FROM campaign_contacts") == 1
     assert await conn.fetchval("SELECT call_sid FROM calls") == "CA9"
+
+
+async def test_schedule_end_passing_completes_and_cancels_the_rest(conn, store, clock) -> None:
+    """A running campaign whose schedule_end passes is completed; unfinished contacts
+    and their scheduled calls are cancelled, a live call finishes and is recorded."""
+    cid = await make_campaign(
+        conn, status="active", schedule_end=NOON + timedelta(hours=1), max_retries=3
+    )
+    await add_contacts(conn, cid, [madrid_number(1), madrid_number(2)])
+    await _activate(store)
+    (call,) = await _claim_all(store, limit=1)
+    assert await store.begin_dial(call.id)
+    await store.dial_accepted(call.id, "CA1")
+    clock.now = NOON + timedelta(hours=2)
+    await _activate(store)
+    assert await conn.fetchval("SELECT status::text FROM campaigns") == "completed"
+    rows = {r["contact_id"]: r["call_status"] for r in await conn.fetch("SELECT * FROM campaign_contacts")}
+    assert rows[call.contact_id] == "in_progress"
+    assert sorted(rows.values()) == ["cancelled", "in_progress"]
+    # The live call ends busy with retries left: the campaign is over, so no retry.
+    await store.apply_call_event(call.id, CallEvent(call_sid="CA1", status="busy", timestamp=clock.now))
+    assert await conn.fetchval("SELECT call_status FROM campaign_contacts WHERE contact_id = $1", call.contact_id) == "cancelled"
+    assert await conn.fetchval("SELECT count(*) FROM calls WHERE status = 'scheduled'") == 0
+
+
+async def test_campaign_started_after_its_end_is_reported_not_emptied(conn, store) -> None:
+    """schedule_end already past when started: last_error says so, nothing is dialed,
+    and every contact stays pending for the operator to fix the date."""
+    cid = await make_campaign(
+        conn, status="active", schedule_start=NOON - timedelta(days=2), schedule_end=NOON - timedelta(days=1)
+    )
+    await add_contacts(conn, cid, [madrid_number(1), madrid_number(2)])
+    await _activate(store)
+    campaign = await conn.fetchrow("SELECT status::text, last_error, total_calls FROM campaigns")
+    assert campaign["status"] == "active"
+    assert "is in the past" in campaign["last_error"]
+    assert campaign["total_calls"] == 0
+    assert [r["call_status"] for r in await conn.fetch("SELECT call_status FROM campaign_contacts")] == ["pending"] * 2
+    await conn.execute("UPDATE campaigns SET schedule_end = $2 WHERE id = $1", cid, NOON + timedelta(days=1))
+    await _activate(store)
+    assert await conn.fetchval("SELECT last_error FROM campaigns") is None
+    assert len(await _claim_all(store)) == 2
