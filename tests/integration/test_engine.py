@@ -260,3 +260,33 @@ async def _sleep_true(seconds: float) -> bool:
 
     await asyncio.sleep(seconds)
     return True
+
+
+async def test_contacts_added_to_an_active_campaign_are_picked_up(
+    conn: asyncpg.Connection, sim: RunningSimulator, start_daemon: StartDaemon
+) -> None:
+    """Contacts linked while the campaign is running are dialed too, and the
+    campaign completes only once they are final."""
+    # Calls of 0.5-1.5 s: the first ones are still live when the others are added.
+    sim.simulator.settings = sim.simulator.settings.model_copy(update={"time_scale": 0.5})
+    cid = await make_campaign(conn, status="active", max_retries=0)
+    first = [madrid_number(i) for i in range(3)]
+    later = [madrid_number(100 + i) for i in range(3)]
+    for number in first + later:
+        sim.simulator.script(number, ["answered"])
+    await add_contacts(conn, cid, first)
+    await start_daemon()
+
+    async def dialing() -> bool:
+        return len(sim.simulator.calls) >= 1
+
+    await wait_for(dialing, 10, "the first dial")
+    await add_contacts(conn, cid, later)
+
+    async def done() -> bool:
+        return await campaign_status(conn, cid) == "completed"
+
+    await wait_for(done, 30, "the campaign to complete")
+    final = await dispositions(conn, cid)
+    assert {n: final[n] for n in first + later} == dict.fromkeys(first + later, "completed")
+    assert all(sim.simulator.dials_to(n) == 1 for n in first + later)
