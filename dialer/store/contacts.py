@@ -20,7 +20,16 @@ import asyncpg
 # number is new and create it twice (contacts.phone_number is indexed, not unique).
 _IMPORT_LOCK_KEY = 0x6469616C_01  # "dial" + 1
 
-BATCH_COLUMNS = ("line", "phone_number", "first_name", "last_name", "email", "timezone", "custom_fields")
+BATCH_COLUMNS = (
+    "line",
+    "phone_number",
+    "first_name",
+    "last_name",
+    "email",
+    "timezone",
+    "implied_timezone",
+    "custom_fields",
+)
 
 
 @dataclass(frozen=True)
@@ -34,6 +43,8 @@ class StagedContact:
     email: str | None
     timezone: str | None
     custom_fields: dict[str, str]
+    # The one zone the number implies (dialer.numbers), already known from parsing.
+    implied_timezone: str | None = None
 
     def record(self) -> tuple[Any, ...]:
         """The row in BATCH_COLUMNS order."""
@@ -44,6 +55,7 @@ class StagedContact:
             self.last_name,
             self.email,
             self.timezone,
+            self.implied_timezone,
             # Staged as JSON text: COPY's binary protocol has no jsonb encoder, and
             # text keeps the import independent of the connection's type codecs.
             json.dumps(self.custom_fields, ensure_ascii=False),
@@ -82,8 +94,15 @@ class ContactImportStore:
                 last_name text,
                 email text,
                 timezone text,
+                implied_timezone text,
                 custom_fields text NOT NULL
             ) ON COMMIT DROP;
+            -- The zones PostgreSQL knows, read once: calling hours are computed in SQL,
+            -- so a zone it does not know must not become resolved_timezone (the same
+            -- rule as the daemon's own check of a contact).
+            CREATE TEMPORARY TABLE dialer_import_zones (name text PRIMARY KEY) ON COMMIT DROP;
+            INSERT INTO dialer_import_zones SELECT DISTINCT name FROM pg_timezone_names;
+            ANALYZE dialer_import_zones;
             """
         )
 
@@ -119,9 +138,16 @@ class ContactImportStore:
                 JOIN dialer_import_batch b ON b.phone_number = c.phone_number
                 ORDER BY c.phone_number, c.created_at, c.id
             ), inserted AS (
-                INSERT INTO contacts (first_name, last_name, phone_number, email, timezone, custom_fields)
-                SELECT b.first_name, b.last_name, b.phone_number, b.email, b.timezone, b.custom_fields::jsonb
+                -- The number was parsed and validated on its way in: record it as
+                -- checked, so the daemon need not parse a million numbers again.
+                -- Own zone first, else the number's, each only if PostgreSQL knows it.
+                INSERT INTO contacts (first_name, last_name, phone_number, email, timezone, custom_fields,
+                                      checked_at, number_valid, resolved_timezone)
+                SELECT b.first_name, b.last_name, b.phone_number, b.email, b.timezone, b.custom_fields::jsonb,
+                       timezone('utc', now()), true, coalesce(own.name, implied.name)
                 FROM dialer_import_batch b
+                LEFT JOIN dialer_import_zones own ON own.name = b.timezone
+                LEFT JOIN dialer_import_zones implied ON implied.name = b.implied_timezone
                 WHERE NOT EXISTS (SELECT 1 FROM existing e WHERE e.phone_number = b.phone_number)
                 ORDER BY b.line
                 RETURNING id

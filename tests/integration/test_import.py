@@ -12,6 +12,7 @@ import pytest
 
 from dialer.errors import ImportRejected
 from dialer.importer import ImportResult, import_csv, normalise_header
+from dialer.store.lifecycle import LifecycleStore
 
 GOOD = (
     "first_name,last_name,phone_number,email,timezone,Customer ID\n"
@@ -195,6 +196,46 @@ async def test_large_file_streams_in_bounded_memory(conn: asyncpg.Connection, tm
     assert len(seen) >= 10 and seen[-1][0] == seen[-1][1] == path.stat().st_size
     # One batch of 2,000 staged rows costs about a MB; the whole file as objects would be ~10x that.
     assert peak < 5 * 1024 * 1024, peak
+
+
+async def test_imported_contacts_are_checked_so_the_daemon_need_not_parse_them_again(
+    conn: asyncpg.Connection, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """The importer records what it parsed: valid, checked now, resolved zone = own valid zone, else the one the
+    number implies (none when it implies several). The daemon's check then finds nothing to do, and would have
+    resolved the same; a contact reused by a re-import is left as it was (unchecked here)."""
+    await conn.execute("INSERT INTO contacts (phone_number) VALUES ('+442079460958')")  # by hand: unchecked
+    text = (
+        "phone_number,timezone\n"
+        "+34 911 234 567,\n"  # Madrid
+        "+34 911 234 568,Atlantic/Canary\n"  # an explicit valid zone wins
+        "+1 212 555 0100,\n"  # New York
+        "+34 612 345 678,\n"  # a Spanish mobile: mainland or Canaries, so no zone
+        "+44 20 7946 0958,\n"  # already a contact: reused unchanged
+    )
+    result, lines = await _import(conn, _write(tmp_path, text))
+    assert (result.new, result.existing, lines) == (4, 1, [])
+    query = (
+        "SELECT phone_number, number_valid, resolved_timezone, "
+        "checked_at IS NOT NULL AND abs(extract(epoch FROM timezone('utc', now()) - checked_at)) < 60 AS just_now "
+        "FROM contacts ORDER BY phone_number"
+    )
+    imported = [tuple(r) for r in await conn.fetch(query)]
+    assert imported == [
+        ("+12125550100", True, "America/New_York", True),
+        ("+34612345678", True, None, True),
+        ("+34911234567", True, "Europe/Madrid", True),
+        ("+34911234568", True, "Atlantic/Canary", True),
+        ("+442079460958", None, None, False),
+    ]
+    store = LifecycleStore(pool, instance_id=uuid.uuid4(), validate_template=lambda _template: None)
+    assert await store.check_contacts() == 1  # only the contact written by hand
+    # Forget the importer's work: the daemon's own check resolves every contact the same way.
+    await conn.execute("UPDATE contacts SET checked_at = NULL, number_valid = NULL, resolved_timezone = NULL")
+    assert await store.check_contacts() == 5
+    assert [r[:3] for r in await conn.fetch(query)] == [r[:3] for r in imported[:4]] + [
+        ("+442079460958", True, "Europe/London")
+    ]
 
 
 def test_header_normalisation() -> None:
