@@ -45,10 +45,19 @@ def parse(raw: str, default_region: str | None = None) -> ParsedNumber:
         number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException as exc:
         raise InvalidNumber(f"{text!r} is not a phone number ({_reason(exc)})") from None
-    if not phonenumbers.is_valid_number(number):
+    # One number_type() answers both questions: valid means its type is known (what
+    # is_valid_number checks), and a geographical type's zones are a prefix lookup.
+    # Calling is_valid_number and time_zones_for_number would classify the number
+    # twice, the costliest step of a bulk import after parsing itself.
+    kind = phonenumbers.number_type(number)
+    if kind == phonenumbers.PhoneNumberType.UNKNOWN:
         raise InvalidNumber(f"{text!r} is not a valid number for its country")
     e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    return ParsedNumber(e164=e164, implied_timezone=_single_zone(number))
+    if phonenumbers.is_number_type_geographical(kind, number.country_code):
+        zone = _one_zone(number_timezones.time_zones_for_geographical_number(number))
+    else:
+        zone = _single_zone(number)
+    return ParsedNumber(e164=e164, implied_timezone=zone)
 
 
 def implied_timezone(e164: str) -> str | None:
@@ -61,7 +70,10 @@ def implied_timezone(e164: str) -> str | None:
 
 
 def _single_zone(number: phonenumbers.PhoneNumber) -> str | None:
-    zones = number_timezones.time_zones_for_number(number)
+    return _one_zone(number_timezones.time_zones_for_number(number))
+
+
+def _one_zone(zones: tuple[str, ...] | list[str]) -> str | None:
     if len(zones) == 1 and zones[0] != "Etc/Unknown":
         return str(zones[0])
     return None
