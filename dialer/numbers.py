@@ -53,7 +53,7 @@ def parse(raw: str, default_region: str | None = None) -> ParsedNumber:
     if kind == phonenumbers.PhoneNumberType.UNKNOWN:
         raise InvalidNumber(f"{text!r} is not a valid number for its country")
     e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    if phonenumbers.is_number_type_geographical(kind, number.country_code):
+    if phonenumbers.is_number_type_geographical(kind, number.country_code or 0):
         zone = _one_zone(number_timezones.time_zones_for_geographical_number(number))
     else:
         zone = _single_zone(number)

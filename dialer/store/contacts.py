@@ -132,11 +132,18 @@ class ContactImportStore:
             """
             WITH existing AS (
                 -- Several contacts may already share a number (rows written by hand):
-                -- reuse the oldest, deterministically.
-                SELECT DISTINCT ON (c.phone_number) c.phone_number, c.id
-                FROM contacts c
-                JOIN dialer_import_batch b ON b.phone_number = c.phone_number
-                ORDER BY c.phone_number, c.created_at, c.id
+                -- reuse the oldest, deterministically. One index probe per staged row
+                -- (LATERAL … LIMIT 1): a join lets the planner, blind to the rows this
+                -- very import added (no ANALYZE inside a transaction), sort the whole
+                -- contacts table once per batch, which made a big import quadratic.
+                SELECT b.phone_number, e.id
+                FROM dialer_import_batch b
+                CROSS JOIN LATERAL (
+                    SELECT c.id FROM contacts c
+                    WHERE c.phone_number = b.phone_number
+                    ORDER BY c.created_at, c.id
+                    LIMIT 1
+                ) e
             ), inserted AS (
                 -- The number was parsed and validated on its way in: record it as
                 -- checked, so the daemon need not parse a million numbers again.

@@ -238,6 +238,38 @@ async def test_imported_contacts_are_checked_so_the_daemon_need_not_parse_them_a
     ]
 
 
+async def test_worker_processes_give_the_same_result_and_reports(db_url: str, tmp_path: Path) -> None:
+    """Rows parsed by worker processes (as for large files) import and report exactly as in-process parsing."""
+    rows = ["phone_number,timezone,notes"]
+    for i in range(5000):
+        rows.append(f"+34 91 123 {i:04d},{'Mars/Olympus' if i % 700 == 5 else ''},n{i}")
+        if i % 997 == 3:
+            rows.append(f"+34 91 123 {i - 1:04d},,dup")  # duplicate, maybe across batches
+        if i % 1300 == 7:
+            rows.append("12345,,bad")
+    path = _write(tmp_path, "\n".join(rows) + "\n")
+    outcomes = []
+    for workers in (0, 2):
+        conn = await asyncpg.connect(db_url)
+        try:
+            async with conn.transaction():
+                lines: list[str] = []
+                result = await import_csv(conn, path, report=lines.append, batch_size=700, workers=workers)
+                stored = await conn.fetch("SELECT phone_number, timezone, custom_fields::text FROM contacts ORDER BY 1")
+                outcomes.append((result, lines, [tuple(r) for r in stored]))
+                raise _Undo
+        except _Undo:
+            pass
+        finally:
+            await conn.close()
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][0].new == 5000 - 8 and len(outcomes[0][1]) == outcomes[0][0].rejected > 0
+
+
+class _Undo(Exception):
+    """Rolls the first import back so the second starts from the same empty tables."""
+
+
 def test_header_normalisation() -> None:
     """Header names match regardless of case, outer spaces, inner spaces or hyphens."""
     assert normalise_header("  Phone-Number ") == "phone_number"
