@@ -40,7 +40,8 @@ Clock = Callable[[], datetime]
 Conn = asyncpg.Connection | PoolConnectionProxy
 
 HOUSEKEEPING_LOCK = 0x6469616C6572_01  # one instance at a time runs housekeeping
-ACTIVATION_BATCH = 10_000  # scheduled calls created per statement
+ACTIVATION_BATCH = 10_000  # campaign contacts scheduled per statement
+ACTIVATION_BUDGET = 1.0  # seconds of activation per housekeeping pass
 CHECK_BATCH = 2_000  # contacts whose number is checked per pass
 TRANSIENT_BACKOFF_BASE = 5.0  # seconds; doubles per transient carrier error
 TRANSIENT_BACKOFF_MAX = 600.0  # seconds
@@ -161,10 +162,12 @@ class LifecycleStore:
 
     async def housekeep(self) -> bool:
         """One pass of the work that must run on one instance at a time: check new
-        contacts' numbers, finish cancelled and expired campaigns, validate and
-        activate active ones, and complete those with nothing left. Returns False
-        when another instance holds the housekeeping lock."""
+        contacts' numbers, finish cancelled and expired campaigns, validate active
+        ones, complete those with nothing left; then activate (which is safe on any
+        number of instances at once, and runs in short batches of its own). Returns
+        False when another instance holds the housekeeping lock."""
         await self.check_contacts()
+        runnable: list[Campaign] = []
         async with self.pool.acquire() as conn, conn.transaction():
             if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", HOUSEKEEPING_LOCK):
                 return False
@@ -181,11 +184,13 @@ class LifecycleStore:
                         log.error("campaign_invalid", campaign_id=str(campaign.id), reason=problem)
                     else:
                         log.info("campaign_valid_again", campaign_id=str(campaign.id))
-                if problem or not _in_window(campaign, now):
-                    continue
-                await self._activate(conn, campaign, now)
+                if not problem and _in_window(campaign, now):
+                    runnable.append(campaign)
             await self._complete(conn)
-            return True
+        deadline = time.monotonic() + ACTIVATION_BUDGET
+        for campaign in runnable:
+            await self._activate(campaign, now, deadline)
+        return True
 
     async def _campaigns(self, conn: Conn, statuses: Sequence[CampaignStatus]) -> list[Campaign]:
         rows = await conn.fetch(
@@ -276,45 +281,18 @@ class LifecycleStore:
             return "calling_hours_start equals calling_hours_end: the window is empty"
         return None
 
-    async def _activate(self, conn: Conn, c: Campaign, now: datetime) -> int:
-        """Give every contact that needs one its first scheduled call, set-based."""
-        await conn.execute(
-            """
-            UPDATE campaign_contacts cc SET call_status = 'invalid_number'
-            FROM contacts ct
-            WHERE cc.campaign_id = $1 AND cc.call_status = 'pending'
-              AND ct.id = cc.contact_id AND ct.number_valid = false
-            """,
-            c.id,
-        )
+    async def _activate(self, c: Campaign, now: datetime, deadline: float) -> int:
+        """Give contacts that need one their first scheduled call (or invalid_number),
+        one set-based statement and one short transaction per batch, until done or
+        the pass's time budget runs out: a million-contact campaign starts dialing
+        while the rest is still being scheduled, and nothing waits on a long
+        transaction. Safe on several instances at once (SKIP LOCKED, ON CONFLICT)."""
         created = 0
         while True:
-            n = await conn.fetchval(
-                """
-                WITH picked AS (
-                    SELECT cc.id, cc.contact_id
-                    FROM campaign_contacts cc JOIN contacts ct ON ct.id = cc.contact_id
-                    WHERE cc.campaign_id = $1 AND cc.call_status = 'pending' AND ct.number_valid
-                    LIMIT $3
-                    FOR UPDATE OF cc SKIP LOCKED
-                ), marked AS (
-                    UPDATE campaign_contacts cc SET call_status = 'scheduled'
-                    FROM picked WHERE cc.id = picked.id
-                    RETURNING cc.contact_id
-                ), inserted AS (
-                    INSERT INTO calls (campaign_id, contact_id, status, retry_count, scheduled_at)
-                    SELECT $1, contact_id, 'scheduled', 0, $2 FROM marked
-                    ON CONFLICT DO NOTHING
-                    RETURNING 1
-                )
-                SELECT count(*) FROM inserted
-                """,
-                c.id,
-                now,
-                ACTIVATION_BATCH,
-            )
-            created += int(n)
-            if n < ACTIVATION_BATCH:
+            row = await self.pool.fetchrow(ACTIVATE_BATCH_SQL, c.id, now, ACTIVATION_BATCH)
+            assert row is not None  # an aggregate always returns one row
+            created += int(row["inserted"])
+            if row["marked"] < ACTIVATION_BATCH or time.monotonic() >= deadline:
                 break
         if created:
             log.info("campaign_activated", campaign_id=str(c.id), calls_created=created)
@@ -846,6 +824,39 @@ SELECT k.*, c.machine_is_failure, c.status AS campaign_status, c.max_retries,
 FROM calls k JOIN campaigns c ON c.id = k.campaign_id
 WHERE {where}
 FOR UPDATE OF k
+"""
+
+# One activation batch: pending contacts whose number has been checked become
+# `scheduled` with their next call, or `invalid_number`; only while the campaign is
+# still active. A contact an operator reset to pending after it had calls gets the
+# next attempt number while retries remain, else `failed` (never a dial beyond
+# max_retries + 1). Returns (contacts marked, calls created).
+ACTIVATE_BATCH_SQL = """
+WITH picked AS (
+    SELECT cc.id, cc.contact_id, ct.number_valid, c.max_retries,
+           (SELECT max(k.retry_count) FROM calls k
+            WHERE k.campaign_id = $1 AND k.contact_id = cc.contact_id) AS last_try
+    FROM campaign_contacts cc
+    JOIN contacts ct ON ct.id = cc.contact_id
+    JOIN campaigns c ON c.id = cc.campaign_id AND c.status = 'active'
+    WHERE cc.campaign_id = $1 AND cc.call_status = 'pending' AND ct.checked_at IS NOT NULL
+    LIMIT $3
+    FOR UPDATE OF cc SKIP LOCKED
+), marked AS (
+    UPDATE campaign_contacts cc
+    SET call_status = CASE WHEN NOT p.number_valid THEN 'invalid_number'
+                           WHEN p.last_try IS NULL OR p.last_try < p.max_retries THEN 'scheduled'
+                           ELSE 'failed' END
+    FROM picked p WHERE cc.id = p.id
+    RETURNING cc.contact_id, cc.call_status, coalesce(p.last_try + 1, 0) AS attempt
+), inserted AS (
+    -- ON CONFLICT: a contact reset while it still has an open call keeps that call.
+    INSERT INTO calls (campaign_id, contact_id, status, retry_count, scheduled_at)
+    SELECT $1, contact_id, 'scheduled', attempt, $2 FROM marked WHERE call_status = 'scheduled'
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM marked) AS marked, (SELECT count(*) FROM inserted) AS inserted
 """
 
 CLAIM_SQL = """

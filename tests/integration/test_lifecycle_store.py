@@ -244,3 +244,28 @@ async def test_campaign_started_after_its_end_is_reported_not_emptied(conn, stor
     await _activate(store)
     assert await conn.fetchval("SELECT last_error FROM campaigns") is None
     assert len(await _claim_all(store)) == 2
+
+
+async def test_contact_reset_to_pending_gets_its_next_attempt_within_retries(conn, store, clock) -> None:
+    """An operator resetting a finished contact to pending: the next attempt number
+    while retries remain; past max_retries it is failed, never dialed again."""
+    cid = await make_campaign(conn, status="active", max_retries=1)
+    await add_contacts(conn, cid, [madrid_number(1)])
+    await _activate(store)
+    for attempt, sid in enumerate(["CA1", "CA2"]):
+        (call,) = await _claim_all(store)
+        assert call.retry_count == attempt
+        await store.begin_dial(call.id)
+        await store.dial_accepted(call.id, sid)
+        await store.apply_call_event(call.id, CallEvent(call_sid=sid, status="no-answer", timestamp=clock.now))
+    assert await conn.fetchval("SELECT call_status FROM campaign_contacts") == "failed"
+    await conn.execute("UPDATE campaign_contacts SET call_status = 'pending'")
+    await _activate(store)
+    assert await conn.fetchval("SELECT call_status FROM campaign_contacts") == "failed"
+    assert await conn.fetchval("SELECT count(*) FROM calls") == 2
+    await conn.execute("UPDATE campaigns SET max_retries = 2")
+    await conn.execute("UPDATE campaign_contacts SET call_status = 'pending'")
+    await _activate(store)
+    assert await conn.fetchval("SELECT call_status FROM campaign_contacts") == "scheduled"
+    (call,) = await _claim_all(store)
+    assert call.retry_count == 2
