@@ -28,6 +28,11 @@ HEARTBEAT_INTERVAL = 5.0  # seconds
 RESCUE_INTERVAL = 5.0  # seconds
 GAUGE_INTERVAL = 5.0  # seconds between due-queue depth counts
 CLAIM_HORIZON = 1.0  # seconds of dialing the bucket allows that one pass may claim
+# A freed slot wakes the loop, and at full load slots free one by one: a pass per slot
+# was two statements (campaign list, claim) per call. Waiting this long after such a
+# wake lets one claim serve the slots freed meanwhile; a NOTIFY never waits.
+COALESCE_SECONDS = 0.01
+COALESCE_SHARE = 10  # coalesce while fewer than 1/COALESCE_SHARE of the pool's slots are free
 # InternalClientError: asyncpg's word for a connection cut mid-operation (server restart,
 # pg_terminate_backend) and then reused; it is a lost connection like the others.
 DB_ERRORS = (
@@ -62,6 +67,10 @@ class Scheduler:
         self.watchdog = watchdog
         self._wake = asyncio.Event()
         self._housekeeping_due = True
+        # Dialable campaigns as of the last housekeeping pass (None: read them again).
+        # Claims re-check the campaign in SQL, so a stale entry costs nothing but an
+        # empty claim, and a NOTIFY forces housekeeping, which drops the cache.
+        self._campaigns: list[Campaign] | None = None
         self._rotation = 0
         self._last = {"housekeeping": 0.0, "heartbeat": 0.0, "rescue": 0.0, "gauge": 0.0}
         self.passes = 0
@@ -88,9 +97,19 @@ class Scheduler:
                 self.metrics.db_errors.inc()
                 log.warning("scheduler_pass_failed", error=str(exc))
             self.watchdog()
+            woken = False
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(sleep_for):
                     await self._wake.wait()
+                    woken = True
+            if woken and not self._housekeeping_due and not stop.is_set():
+                await self._coalesce()
+
+    async def _coalesce(self) -> None:
+        """Woken by a freed slot while few are free: let a few more free up first, so
+        one pass claims for all of them (bounded: one short sleep)."""
+        if self.pool.free_slots() * COALESCE_SHARE < self.pool.max_concurrent_calls:
+            await asyncio.sleep(COALESCE_SECONDS)
 
     async def step(self) -> float:
         """One pass. Returns how long to sleep unless woken."""
@@ -108,9 +127,12 @@ class Scheduler:
             self._housekeeping_due = False
             self._last["housekeeping"] = now
             await self.store.housekeep()
+            self._campaigns = None  # housekeeping may have activated, completed or expired some
         if self.pool.free_slots() <= 0:
             return self.tick  # a freed slot wakes the loop
-        campaigns = await self.store.dialable_campaigns()
+        if self._campaigns is None:
+            self._campaigns = await self.store.dialable_campaigns()
+        campaigns = self._campaigns
         if not campaigns:
             return self.tick
         exhausted = await self._claim(campaigns)

@@ -849,6 +849,12 @@ WITH candidates AS (
     JOIN contacts ct ON ct.id = k.contact_id
     WHERE k.campaign_id = $1 AND k.status = 'scheduled' AND k.scheduled_at <= $2
       AND ct.number_valid
+      -- The scheduler's campaign list is cached between housekeeping passes: the
+      -- claim itself re-checks that the campaign is still dialable right now.
+      AND EXISTS (SELECT 1 FROM campaigns c WHERE c.id = $1 AND c.status = 'active'
+                  AND c.last_error IS NULL
+                  AND (c.schedule_start IS NULL OR c.schedule_start <= $2)
+                  AND (c.schedule_end IS NULL OR $2 <= c.schedule_end))
       AND dialer_in_calling_hours($2, coalesce(ct.resolved_timezone, $3), $4, $5, $6)
       AND NOT EXISTS (SELECT 1 FROM calls l WHERE l.contact_id = k.contact_id
                       AND l.status IN ('pending', 'in_progress'))
