@@ -7,22 +7,40 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+WINDOW_SECONDS = 1.0  # the promise: no window this long holds more than rate + capacity grants
 
 
 class TokenBucket:
     """`rate` tokens per second, holding at most `capacity`. Waiters are served in
-    arrival order."""
+    arrival order.
 
-    def __init__(self, rate: float, capacity: int = 1, clock: Callable[[], float] = time.monotonic) -> None:
+    Two rules together. The bucket keeps dials on the rate's grid even when the event
+    loop wakes a waiter late (see acquire); and no window of WINDOW_SECONDS ever holds
+    more than floor(rate * WINDOW_SECONDS + capacity) grants, checked against the
+    actual grant times, so the late-credit rule can never add up to a burst."""
+
+    def __init__(
+        self,
+        rate: float,
+        capacity: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         if rate <= 0 or capacity < 1:
             raise ValueError("rate must be > 0 and capacity >= 1")
         self.rate = rate
         self.capacity = capacity
         self._clock = clock
+        self._sleep = sleep
         self._tokens = float(capacity)
         self._stamp = clock()
         self._lock = asyncio.Lock()
+        # Grant times of the last window's worth of grants (bounded by the window limit).
+        self.window_limit = max(1, math.floor(rate * WINDOW_SECONDS + capacity))
+        self._grants: deque[float] = deque(maxlen=self.window_limit)
 
     def _refill(self, cap: float | None = None) -> None:
         now = self._clock()
@@ -30,20 +48,34 @@ class TokenBucket:
         self._tokens = min(limit, self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
 
+    def _window_wait(self) -> float:
+        """Seconds until one more grant keeps every window within the limit."""
+        if len(self._grants) < self.window_limit:
+            return 0.0
+        return self._grants[0] + WINDOW_SECONDS - self._clock()
+
     async def acquire(self) -> None:
         """Wait for one token and take it."""
         async with self._lock:
             self._refill()
-            while self._tokens < 1:
-                await asyncio.sleep((1 - self._tokens) / self.rate)
+            while True:
+                if self._tokens >= 1:
+                    wait = self._window_wait()
+                    if wait <= 0:
+                        break
+                else:
+                    wait = (1 - self._tokens) / self.rate
+                await self._sleep(wait)
                 # A waiter wakes late by the loop's timer slack (about a millisecond
                 # under load). Capping at `capacity` would throw that time away on
                 # every token: with a bucket of 1 at 100/s the rate fell to 88/s
                 # (bench/pacing.py). Keeping at most that one late token's credit
-                # holds dials to the rate's grid without letting the bucket grow.
+                # holds dials to the rate's grid; the window check above stops that
+                # credit from letting two grants through where a window is full.
                 self._refill(cap=self.capacity + 1)
             self._tokens -= 1
             self._tokens = min(self._tokens, float(self.capacity))
+            self._grants.append(self._clock())
 
     def available_within(self, seconds: float) -> int:
         """How many tokens can be taken within `seconds` from now (the scheduler
