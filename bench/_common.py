@@ -145,6 +145,14 @@ async def xact_commits(conn: asyncpg.Connection) -> int:
     return int(value)
 
 
+async def next_xid(conn: asyncpg.Connection) -> int:
+    """The next transaction id the server will assign, without assigning one: the
+    difference over a run is exactly the number of write transactions the whole
+    server committed or aborted in it (pg_stat_database counters are flushed by each
+    backend at most once a second, later when idle, so they drift over a short run)."""
+    return int(await conn.fetchval("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint"))
+
+
 async def make_campaign(conn: asyncpg.Connection, contacts: int, *, status: str = "draft") -> uuid.UUID:
     """A campaign with `contacts` valid Madrid numbers, inserted set-based and already
     checked (as the importer leaves them), no calling-hours limit, no retries."""
