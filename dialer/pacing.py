@@ -11,6 +11,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 WINDOW_SECONDS = 1.0  # the promise: no window this long holds more than rate + capacity grants
+# Waits shorter than this count as done: clock arithmetic in floats can leave a
+# remainder below the clock's resolution, which no sleep would ever use up.
+MIN_WAIT_SECONDS = 1e-6
 
 
 class TokenBucket:
@@ -59,9 +62,9 @@ class TokenBucket:
         async with self._lock:
             self._refill()
             while True:
-                if self._tokens >= 1:
+                if self._tokens >= 1 - MIN_WAIT_SECONDS * self.rate:
                     wait = self._window_wait()
-                    if wait <= 0:
+                    if wait <= MIN_WAIT_SECONDS:
                         break
                 else:
                     wait = (1 - self._tokens) / self.rate
@@ -73,8 +76,7 @@ class TokenBucket:
                 # holds dials to the rate's grid; the window check above stops that
                 # credit from letting two grants through where a window is full.
                 self._refill(cap=self.capacity + 1)
-            self._tokens -= 1
-            self._tokens = min(self._tokens, float(self.capacity))
+            self._tokens = min(max(0.0, self._tokens - 1), float(self.capacity))
             self._grants.append(self._clock())
 
     def available_within(self, seconds: float) -> int:
