@@ -581,7 +581,7 @@ class LifecycleStore:
         schedules its retry or finalises the contact. Counters follow by trigger,
         and the status change NOTIFYs the coroutine waiting on any instance.
 
-        The work is the SQL function dialer_apply_call_event (sql/0005): one
+        The work is the SQL function dialer_apply_call_event (sql/0007): one
         autocommit round trip instead of BEGIN, SELECT … FOR UPDATE, two or three
         writes and COMMIT, which under load cost more in socket writes than the
         writes themselves, and held the call row locked across all of them."""
@@ -803,7 +803,7 @@ class LifecycleStore:
         return row["script_template"], contact
 
 
-# One carrier event, applied server-side (sql/0005_apply_call_event.sql).
+# One carrier event, applied server-side (sql/0007_apply_call_event.sql).
 APPLY_EVENT_SQL = """
 SELECT result, call_id, expected_sid
 FROM dialer_apply_call_event($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)

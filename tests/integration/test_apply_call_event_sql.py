@@ -1,4 +1,4 @@
-"""dialer_apply_call_event (sql/0005) called directly on a real database, one test
+"""dialer_apply_call_event (sql/0007) called directly on a real database, one test
 per branch: the store's own tests pin the behaviour through the Python API; these pin
 the function itself, so a change to it cannot hide behind the wrapper."""
 

@@ -1,4 +1,4 @@
--- 0005: a carrier event (status callback or REST fetch) applied in ONE round trip.
+-- 0007: a carrier event (status callback or REST fetch) applied in ONE round trip.
 --
 -- Applying a final event from the client cost BEGIN, SELECT … FOR UPDATE, UPDATE
 -- campaign_contacts, UPDATE calls, (INSERT retry,) COMMIT: five or six round trips,
