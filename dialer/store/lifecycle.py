@@ -435,6 +435,35 @@ class LifecycleStore:
             for r in rows
         ]
 
+    async def campaign_zones(self, campaign: Campaign) -> list[str]:
+        """The distinct time zones of the contacts this campaign has scheduled calls
+        for (a scan of its due work: cache it)."""
+        rows = await self.pool.fetch(
+            "SELECT DISTINCT coalesce(ct.resolved_timezone, $2) AS zone "
+            "FROM calls k JOIN contacts ct ON ct.id = k.contact_id "
+            "WHERE k.campaign_id = $1 AND k.status = 'scheduled'",
+            campaign.id,
+            campaign.timezone or self.default_timezone,
+        )
+        return [r["zone"] for r in rows]
+
+    async def any_zone_open(self, campaign: Campaign, zones: Sequence[str]) -> bool:
+        """Whether it is inside the campaign's calling hours and days now in any of
+        these zones, by the same SQL function the claim uses."""
+        if not zones:
+            return False
+        return bool(
+            await self.pool.fetchval(
+                "SELECT coalesce(bool_or(dialer_in_calling_hours($1, z, $2, $3, $4)), false) "
+                "FROM unnest($5::text[]) AS z",
+                self.clock(),
+                campaign.calling_hours_start,
+                campaign.calling_hours_end,
+                campaign.calling_days,
+                list(zones),
+            )
+        )
+
     async def due_count(self, campaign_ids: Sequence[uuid.UUID], cap: int = 100_000) -> int:
         """Scheduled calls already due in these campaigns (capped: it is a gauge)."""
         return int(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 
@@ -290,3 +291,37 @@ async def test_contacts_added_to_an_active_campaign_are_picked_up(
     final = await dispositions(conn, cid)
     assert {n: final[n] for n in first + later} == dict.fromkeys(first + later, "completed")
     assert all(sim.simulator.dials_to(n) == 1 for n in first + later)
+
+
+async def test_scheduler_skips_the_claim_while_no_zone_is_in_hours(
+    conn: asyncpg.Connection, sim: RunningSimulator, start_daemon: StartDaemon
+) -> None:
+    """With every contact outside calling hours the scheduler does not run the claim
+    (which would walk every due call to find none): it asks the campaign's zones."""
+    now = datetime.utcnow()
+    closed = ((now + timedelta(hours=2)).time().replace(microsecond=0),
+              (now + timedelta(hours=3)).time().replace(microsecond=0))
+    cid = await make_campaign(
+        conn, status="active", timezone="UTC", calling_hours_start=closed[0], calling_hours_end=closed[1]
+    )
+    await add_contacts(conn, cid, ["+441134960001", "+441134960002"])
+    daemon = await start_daemon(tick_seconds=0.1)
+    claims = 0
+    real_claim = daemon.store.claim
+
+    async def counting_claim(campaign: Any, limit: int) -> Any:
+        nonlocal claims
+        claims += 1
+        return await real_claim(campaign, limit)
+
+    daemon.store.claim = counting_claim  # type: ignore[method-assign]
+
+    async def scheduled() -> bool:
+        return bool(await conn.fetchval("SELECT count(*) FROM calls WHERE campaign_id = $1", cid) == 2)
+
+    await wait_for(scheduled, 10, "activation")
+    passes = daemon.scheduler.passes
+    await wait_for(lambda: _sleep_true(1.0), 5, "a second of passes")
+    assert daemon.scheduler.passes - passes >= 5
+    assert claims == 0
+    assert sim.simulator.calls == []

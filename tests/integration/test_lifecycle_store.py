@@ -269,3 +269,20 @@ async def test_contact_reset_to_pending_gets_its_next_attempt_within_retries(con
     assert await conn.fetchval("SELECT call_status FROM campaign_contacts") == "scheduled"
     (call,) = await _claim_all(store)
     assert call.retry_count == 2
+
+
+async def test_open_zones_answer_matches_the_claim(conn, store, clock) -> None:
+    """campaign_zones lists the zones of due work; any_zone_open is false exactly
+    when the claim finds nothing in hours (Madrid 09-21 at 23:00 UTC, New York open)."""
+    cid = await make_campaign(conn, status="active", calling_hours_start=time(9), calling_hours_end=time(21))
+    await add_contacts(conn, cid, [madrid_number(1), "+12125551234"])
+    await _activate(store)
+    (campaign,) = await store.dialable_campaigns()
+    zones = await store.campaign_zones(campaign)
+    assert sorted(zones) == ["America/New_York", "Europe/Madrid"]
+    clock.now = datetime(2026, 11, 25, 23, 0)  # Madrid 00:00 (closed), New York 18:00 (open)
+    assert await store.any_zone_open(campaign, zones)
+    assert not await store.any_zone_open(campaign, ["Europe/Madrid"])
+    clock.now = datetime(2026, 11, 26, 4, 0)  # Madrid 05:00, New York 23:00: both closed
+    assert not await store.any_zone_open(campaign, zones)
+    assert await _claim_all(store) == []
