@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -87,6 +88,8 @@ def postgres() -> Iterator[Server]:
         yield Server(admin_url=url, embedded=server)
     finally:
         server.stop()
+        # A million-contact run leaves gigabytes here.
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @contextlib.asynccontextmanager

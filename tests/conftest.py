@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import uuid
@@ -103,6 +104,7 @@ def pg_server() -> Iterator[PgServer]:
         yield server
     finally:
         embedded.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
