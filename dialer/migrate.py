@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,11 +49,16 @@ class Migration:
 
 
 def migrations_dir() -> Path:
-    """`sql/` beside the package (a source checkout), or $DIALER_SQL_DIR."""
+    """Where the numbered SQL files are: $DIALER_SQL_DIR, else `sql/` beside the
+    package (a source checkout or editable install), else the copy a wheel installs
+    under `<prefix>/share/dialer/sql`."""
     override = os.environ.get("DIALER_SQL_DIR")
     if override:
         return Path(override)
-    return Path(__file__).resolve().parent.parent / "sql"
+    checkout = Path(__file__).resolve().parent.parent / "sql"
+    if checkout.is_dir():
+        return checkout
+    return Path(sys.prefix) / "share" / "dialer" / "sql"
 
 
 def discover(directory: Path | None = None) -> list[Migration]:
