@@ -31,7 +31,13 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from dialer import database
-from dialer.config import Settings
+from dialer.carrier.simulator import (
+    SIMULATOR_ACCOUNT_SID,
+    SIMULATOR_AUTH_TOKEN,
+    RunningSimulator,
+    start_simulator,
+)
+from dialer.config import Settings, SimulatorSettings
 from dialer.embedded import EmbeddedPostgres, _bin_dir
 from dialer.logs import configure_logging
 from dialer.migrate import migrate
@@ -336,6 +342,16 @@ def _simulator_main(out: Any, instant: bool, settings: dict[str, Any]) -> None:
 
 
 ALWAYS_ANSWERED = {"answered": 1, "busy": 0, "no_answer": 0, "failed": 0, "machine": 0}
+
+
+async def instant_simulator(seed: int) -> RunningSimulator:
+    """An in-process simulator that answers every call at once, with no latency."""
+    return await start_simulator(
+        SimulatorSettings(min_latency_ms=0, max_latency_ms=0, seed=seed, **ALWAYS_ANSWERED),
+        account_sid=SIMULATOR_ACCOUNT_SID,
+        auth_token=SIMULATOR_AUTH_TOKEN,
+        instant=True,
+    )
 
 
 @contextlib.contextmanager

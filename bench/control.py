@@ -13,11 +13,11 @@ import asyncio
 import time
 
 from bench._common import (
-    ALWAYS_ANSWERED,
     Deadline,
     Result,
     daemon_settings,
     fresh_database,
+    instant_simulator,
     make_campaign,
     percentile,
     postgres,
@@ -25,8 +25,6 @@ from bench._common import (
     report,
 )
 from dialer import database
-from dialer.carrier.simulator import SIMULATOR_ACCOUNT_SID, SIMULATOR_AUTH_TOKEN, start_simulator
-from dialer.config import SimulatorSettings
 from dialer.service import Daemon
 
 RATE = 200.0  # calls/s while dialing: "full rate" for this machine
@@ -36,12 +34,7 @@ QUIET_AFTER_PAUSE = 0.3  # seconds watched after a pause for stray requests
 async def trials(url: str, count: int) -> tuple[list[float], list[float], list[float]]:
     """Pause/resume `count` times; (pause→last request, resume→first request, UPDATE
     round trip) in milliseconds."""
-    sim = await start_simulator(
-        SimulatorSettings(min_latency_ms=0, max_latency_ms=0, seed=2, **ALWAYS_ANSWERED),
-        account_sid=SIMULATOR_ACCOUNT_SID,
-        auth_token=SIMULATOR_AUTH_TOKEN,
-        instant=True,
-    )
+    sim = await instant_simulator(seed=2)
     conn = await database.connect(url)
     daemon = Daemon(
         daemon_settings(url, sim.url, calls_per_second=RATE, bucket_size=10, max_concurrent_calls=200),

@@ -19,19 +19,17 @@ import math
 import time
 
 from bench._common import (
-    ALWAYS_ANSWERED,
     Deadline,
     Result,
     daemon_settings,
     fresh_database,
+    instant_simulator,
     make_campaign,
     postgres,
     quiet,
     report,
 )
 from dialer import database
-from dialer.carrier.simulator import SIMULATOR_ACCOUNT_SID, SIMULATOR_AUTH_TOKEN, start_simulator
-from dialer.config import SimulatorSettings
 from dialer.service import Daemon
 
 BUCKET = 1  # the default bucket_size: no burst beyond one call
@@ -64,12 +62,7 @@ def _record_grants(daemon: Daemon) -> list[float]:
 async def one_rate(url: str, rate: float, seconds: float) -> tuple[float, int, int]:
     """Dial a large campaign at `rate` for `seconds`; (observed rate, worst window at
     the simulator, worst window at the bucket over the same span)."""
-    sim = await start_simulator(
-        SimulatorSettings(min_latency_ms=0, max_latency_ms=0, seed=1, **ALWAYS_ANSWERED),
-        account_sid=SIMULATOR_ACCOUNT_SID,
-        auth_token=SIMULATOR_AUTH_TOKEN,
-        instant=True,
-    )
+    sim = await instant_simulator(seed=1)
     conn = await database.connect(url)
     daemon = Daemon(
         daemon_settings(url, sim.url, calls_per_second=rate, bucket_size=BUCKET, max_concurrent_calls=200),
