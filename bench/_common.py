@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -60,11 +60,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _with_db(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path="/" + name))
-
-
 @dataclass
 class Server:
     """The PostgreSQL server a benchmark runs against."""
@@ -74,7 +69,7 @@ class Server:
 
     def url_for(self, name: str) -> str:
         """URL of another database on this server."""
-        return _with_db(self.admin_url, name)
+        return database.with_database(self.admin_url, name)
 
 
 @contextlib.contextmanager

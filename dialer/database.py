@@ -8,7 +8,7 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import asyncpg
 
@@ -104,6 +104,11 @@ async def connection(url: str, settings: DatabaseSettings | None = None) -> Asyn
         yield conn
     finally:
         await conn.close()
+
+
+def with_database(url: str, name: str) -> str:
+    """The same server's URL for another database."""
+    return urlunsplit(urlsplit(url)._replace(path="/" + name))
 
 
 def describe_url(url: str) -> str:

@@ -82,11 +82,11 @@ class EmbeddedPostgres:
     @property
     def url(self) -> str:
         """The superuser URL (contains the generated password: never log it)."""
-        return f"postgresql://postgres:{self._password}@127.0.0.1:{self._port}/postgres"
+        return self.url_for("postgres")
 
     def url_for(self, database: str) -> str:
         """The URL of another database on this server."""
-        return self.url.rsplit("/", 1)[0] + "/" + database
+        return f"postgresql://postgres:{self._password}@127.0.0.1:{self._port}/{database}"
 
     def start(self) -> str:
         """Initialise (first time) and start the server, or attach to the one already

@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -41,11 +40,6 @@ TEMPLATE = "dialer_test_template"
 FAST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 
 
-def _with_db(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path="/" + name))
-
-
 @dataclass
 class PgServer:
     """The session's server: an admin URL, and the embedded handle if we own it."""
@@ -54,12 +48,12 @@ class PgServer:
     embedded: EmbeddedPostgres | None
 
     def url_for(self, name: str) -> str:
-        return _with_db(self.admin_url, name)
+        return database.with_database(self.admin_url, name)
 
 
 async def _create_template(admin_url: str) -> None:
     await database.recreate_database(admin_url, TEMPLATE)
-    conn = await database.connect(_with_db(admin_url, TEMPLATE))
+    conn = await database.connect(database.with_database(admin_url, TEMPLATE))
     try:
         await migrate(conn)
     finally:
