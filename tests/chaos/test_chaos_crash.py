@@ -5,6 +5,7 @@ and the campaign still ends with SPEC §10's invariants intact."""
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from pathlib import Path
@@ -20,7 +21,8 @@ from tests.factories import add_contacts, madrid_number, make_campaign
 
 pytestmark = pytest.mark.slow
 
-CONTACTS = 1000
+# 1,000 keeps CI inside its budget; DIALER_CHAOS_CONTACTS=2000 runs the issue's full size.
+CONTACTS = int(os.environ.get("DIALER_CHAOS_CONTACTS", "1000"))
 MAX_RETRIES = 2
 
 
