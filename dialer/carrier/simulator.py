@@ -479,22 +479,25 @@ class Simulator:
         task.add_done_callback(self._tasks.discard)
         return call
 
-    async def _handle_fetch(self, request: web.Request) -> web.Response:
+    def _known_call(self, request: web.Request) -> SimCall | web.Response:
+        """The call a /Calls/{Sid}.json request names, or the error response Twilio
+        would give (401 without valid credentials, 404 for an unknown sid)."""
         denied = self._authorized(request)
         if denied is not None:
             return denied
         call = self._by_sid.get(request.match_info["sid"])
-        if call is None:
-            return self._error(404, 20404)
+        return call if call is not None else self._error(404, 20404)
+
+    async def _handle_fetch(self, request: web.Request) -> web.Response:
+        call = self._known_call(request)
+        if isinstance(call, web.Response):
+            return call
         return web.json_response(self.resource(call))
 
     async def _handle_update(self, request: web.Request) -> web.Response:
-        denied = self._authorized(request)
-        if denied is not None:
-            return denied
-        call = self._by_sid.get(request.match_info["sid"])
-        if call is None:
-            return self._error(404, 20404)
+        call = self._known_call(request)
+        if isinstance(call, web.Response):
+            return call
         form = await request.post()
         status = str(form.get("Status") or "")
         if status not in ("completed", "canceled"):

@@ -67,6 +67,21 @@ async def _exit_code(proc: subprocess.Popen[bytes], within: float) -> int | None
     return None
 
 
+async def _finished_once_each(
+    conn: asyncpg.Connection, cid: object, numbers: list[str], sim: RunningSimulator, within: float
+) -> None:
+    """The (restarted) daemon completes the campaign; each contact was dialed exactly
+    once; every carrier call is one row; counters equal the aggregates."""
+
+    async def completed() -> bool:
+        return await conn.fetchval("SELECT status::text FROM campaigns WHERE id = $1", cid) == "completed"
+
+    await wait_for(completed, within, "the restarted daemon to complete the campaign")
+    assert all(sim.simulator.dials_to(n) == 1 for n in numbers)
+    await assert_attempts_match_carrier(conn, sim)
+    await assert_counters_true(conn)
+
+
 async def test_systemd_notifications_arrive_in_order(
     db_url: str, slow_sim: RunningSimulator, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
 ) -> None:
@@ -135,14 +150,7 @@ async def test_sigterm_drains_and_a_restart_finishes_without_double_dials(
     assert dialed_before < len(numbers)
 
     spawn(env, tmp_path / "daemon2.log", processes)
-
-    async def completed() -> bool:
-        return await conn.fetchval("SELECT status::text FROM campaigns WHERE id = $1", cid) == "completed"
-
-    await wait_for(completed, 60, "the restarted daemon to complete the campaign")
-    assert all(slow_sim.simulator.dials_to(n) == 1 for n in numbers)
-    await assert_attempts_match_carrier(conn, slow_sim)
-    await assert_counters_true(conn)
+    await _finished_once_each(conn, cid, numbers, slow_sim, within=60)
 
 
 async def test_second_signal_exits_at_once_and_loses_nothing(
@@ -171,11 +179,4 @@ async def test_second_signal_exits_at_once_and_loses_nothing(
     print(f"\nsecond signal to exit: {time.monotonic() - signalled:.2f} s")
     assert await conn.fetchval("SELECT count(*) FROM calls WHERE status = 'in_progress'") >= 1
     spawn(env, tmp_path / "daemon2.log", processes)
-
-    async def completed() -> bool:
-        return await conn.fetchval("SELECT status::text FROM campaigns WHERE id = $1", cid) == "completed"
-
-    await wait_for(completed, 90, "the next daemon to finish the campaign")
-    assert all(slow_sim.simulator.dials_to(n) == 1 for n in numbers)
-    await assert_attempts_match_carrier(conn, slow_sim)
-    await assert_counters_true(conn)
+    await _finished_once_each(conn, cid, numbers, slow_sim, within=90)
