@@ -1,5 +1,5 @@
 """Configuration: `config.toml`, overridden by `DIALER_<SECTION>__<KEY>` environment
-variables and by systemd credentials (SPEC §8).
+variables and by systemd credentials (README, Configuration; config.toml).
 
 Precedence, highest first: explicit overrides (tests), environment, files in
 `$CREDENTIALS_DIRECTORY` named `<section>__<key>` (systemd `LoadCredential=`), the TOML

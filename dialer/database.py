@@ -16,7 +16,7 @@ from dialer.config import DatabaseSettings
 from dialer.embedded import EmbeddedPostgres
 from dialer.errors import ConfigError, DatabaseUnavailable
 
-# Every session speaks UTC: the seed's `timestamp` columns hold UTC wall-clock time.
+# Every session speaks UTC: the data model's `timestamp` columns (docs/schema.md) hold UTC wall-clock time.
 SERVER_SETTINGS = {"timezone": "UTC", "application_name": "dialer"}
 # Supabase's Supavisor (and the usual PgBouncer setup there) serves transaction mode on
 # 6543 and session mode on 5432; a transaction pooler hands LISTEN's session to others.

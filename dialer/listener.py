@@ -1,4 +1,4 @@
-"""The LISTEN connection (SPEC §1): a dedicated asyncpg connection, never a pooled
+"""The LISTEN connection (docs/architecture.md): a dedicated asyncpg connection, never a pooled
 one, probed with `SELECT 1` under a timeout because a silently dropped network fires
 no termination callback; reconnected forever with bounded backoff; after every
 (re)connect the owner re-scans, since notifications sent meanwhile are lost."""

@@ -10,7 +10,7 @@ __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
 
 class Metrics:
-    """Every figure SPEC §7 asks for: dials, outcomes, live calls, queue depth,
+    """Every figure docs/webhooks.md lists: dials, outcomes, live calls, queue depth,
     callback latency, signature failures, DB errors (plus carrier errors)."""
 
     def __init__(self) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 
 class CampaignStatus(StrEnum):
-    """campaigns.status (seed enum campaign_status)."""
+    """campaigns.status (enum campaign_status, docs/schema.md)."""
 
     DRAFT = "draft"
     ACTIVE = "active"
@@ -20,7 +20,7 @@ class CampaignStatus(StrEnum):
 
 
 class CallStatus(StrEnum):
-    """calls.status (seed enum call_status)."""
+    """calls.status (enum call_status, docs/schema.md)."""
 
     SCHEDULED = "scheduled"
     PENDING = "pending"

@@ -1,4 +1,4 @@
-"""The dial-rate limit: a token bucket (SPEC §5). Twilio queues calls above the
+"""The dial-rate limit: a token bucket (docs/architecture.md). Twilio queues calls above the
 account's CPS for up to a day, so overshooting would send calls out after their
 calling hours; the bucket never allows a burst beyond its size."""
 

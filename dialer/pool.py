@@ -1,4 +1,4 @@
-"""The bounded pool of call coroutines (SPEC §1): one coroutine per live call, from
+"""The bounded pool of call coroutines (docs/architecture.md): one coroutine per live call, from
 the carrier request to the final status, holding a slot of `max_concurrent_calls`
 the whole time; the token bucket paces the requests."""
 

@@ -1,4 +1,4 @@
-"""The scheduler loop (SPEC §1): a notification only wakes it; it always re-reads
+"""The scheduler loop (docs/architecture.md): a notification only wakes it; it always re-reads
 the database. Each pass runs housekeeping (activation, completion, expiry), rescues
 calls of dead instances, and claims due calls for the free slots of the pool —
 never more than the pool can run, nor more than the token bucket will let it dial

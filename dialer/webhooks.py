@@ -1,4 +1,4 @@
-"""The HTTP boundary (SPEC §7): Twilio's signed status, recording and TwiML callbacks,
+"""The HTTP boundary (docs/webhooks.md): Twilio's signed status, recording and TwiML callbacks,
 and the operational endpoints `/healthz`, `/readyz`, `/metrics`.
 
 This module authenticates, bounds and parses requests, then hands one `CallEvent` to
@@ -11,7 +11,7 @@ Every `/twilio/*` request goes through the same gate, in this order:
 3. shape: form encoding and the required fields → 400.
 
 So nothing unsigned is ever parsed beyond the form decoding the signature needs, and
-nothing unsigned can change a row (SPEC §10.6).
+nothing unsigned can change a row (docs/invariants.md#6).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ MAX_FIELD_CHARS: Final = 255
 MAX_FORM_FIELDS: Final = 200
 READY_TIMEOUT_SECONDS: Final = 2.0
 # Errors of the database path: answered 503, so a carrier that retries (the simulator, Twilio
-# with connection overrides) tries again; reconciliation (SPEC §5) catches the rest.
+# with connection overrides) tries again; reconciliation (docs/architecture.md) catches the rest.
 # InternalClientError is asyncpg's word for a connection cut mid-operation and then reused.
 DB_ERRORS: Final = (
     asyncpg.PostgresError,
@@ -468,7 +468,7 @@ async def _access_log(request: web.Request, handler: _Handler) -> web.StreamResp
 
 
 def create_app(deps: WebhookDeps) -> web.Application:
-    """The aiohttp application serving SPEC §7's routes for one daemon."""
+    """The aiohttp application serving the routes of docs/webhooks.md for one daemon."""
     # client_max_size bounds bodies without a Content-Length (chunked) as well.
     app = web.Application(client_max_size=deps.max_body_bytes, middlewares=[_access_log])
     app[DEPS_KEY] = deps

@@ -1,7 +1,7 @@
--- 0001: the data model of the seed document (shared/seed), to the letter, plus the
--- columns SPEC §2 adds for the daemon.
+-- 0001: the original data model, to the letter, plus the columns the daemon adds
+-- (docs/schema.md).
 --
--- Timestamps are `timestamp` (without time zone) as the seed says, and always hold
+-- Timestamps are `timestamp` (without time zone) as the data model says, and always hold
 -- UTC: every default is timezone('utc', now()) so that a session with another
 -- TimeZone setting still writes UTC. Calling hours are computed from these in SQL.
 
@@ -29,13 +29,13 @@ CREATE TABLE campaigns (
     failed_calls         integer NOT NULL DEFAULT 0,
     created_at           timestamp NOT NULL DEFAULT timezone('utc', now()),
     updated_at           timestamp NOT NULL DEFAULT timezone('utc', now()),
-    -- SPEC §2 additions
+    -- additions (docs/schema.md)
     caller_id            text,
     timezone             text,
     max_concurrent_calls integer,
     calling_days         smallint[],
     last_error           text,
-    -- carrier options per campaign (SPEC §6)
+    -- carrier options per campaign (docs/carrier.md)
     machine_detection    boolean NOT NULL DEFAULT false,
     machine_is_failure   boolean NOT NULL DEFAULT false,
     record_calls         boolean NOT NULL DEFAULT false,
@@ -64,7 +64,7 @@ CREATE TABLE contacts (
     custom_fields     jsonb NOT NULL DEFAULT '{}'::jsonb,
     created_at        timestamp NOT NULL DEFAULT timezone('utc', now()),
     updated_at        timestamp NOT NULL DEFAULT timezone('utc', now()),
-    -- SPEC §2 addition
+    -- addition (docs/schema.md)
     timezone          text,
     -- Filled by the daemon (dialer.numbers) and reset by a trigger whenever
     -- phone_number or timezone change: NULL checked_at means "not looked at yet".
@@ -109,7 +109,7 @@ CREATE TABLE calls (
     ended_at         timestamp,
     created_at       timestamp NOT NULL DEFAULT timezone('utc', now()),
     updated_at       timestamp NOT NULL DEFAULT timezone('utc', now()),
-    -- SPEC §2 additions
+    -- additions (docs/schema.md)
     outcome          text,
     error_code       integer,
     error_message    text,
@@ -140,7 +140,7 @@ CREATE TABLE do_not_call (
     created_at   timestamp NOT NULL DEFAULT timezone('utc', now())
 );
 
--- The seed's indexes, by the seed's names.
+-- The data model's indexes, by their original names.
 CREATE INDEX campaigns_name_idx ON campaigns (name);
 CREATE INDEX calls_campaign_id_idx ON calls (campaign_id);
 CREATE INDEX calls_contact_id_idx ON calls (contact_id);

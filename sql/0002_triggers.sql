@@ -36,7 +36,7 @@ $$;
 CREATE TRIGGER contacts_recheck BEFORE UPDATE ON contacts
     FOR EACH ROW EXECUTE FUNCTION dialer_contacts_recheck();
 
--- SPEC §4: a final call status never changes again.
+-- A final call status never changes again.
 CREATE FUNCTION dialer_calls_final_guard() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -51,7 +51,7 @@ $$;
 CREATE TRIGGER calls_final_guard BEFORE UPDATE OF status ON calls
     FOR EACH ROW EXECUTE FUNCTION dialer_calls_final_guard();
 
--- SPEC §4 counters, true after every committed transaction: statement-level
+-- Campaign counters (docs/invariants.md#5), true after every committed transaction: statement-level
 -- triggers fold the transition tables into one delta per campaign, so a bulk
 -- statement costs one UPDATE of each campaign it touched, not one per row.
 CREATE FUNCTION dialer_calls_counters() RETURNS trigger
@@ -124,7 +124,7 @@ CREATE TRIGGER calls_counters_delete AFTER DELETE ON calls
     REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION dialer_calls_counters();
 
--- Wake-ups for the daemon (SPEC §3). Payloads are ids only: no personal data
+-- Wake-ups for the daemon (docs/campaigns.md#lifecycle). Payloads are ids only: no personal data
 -- travels through NOTIFY.
 CREATE FUNCTION dialer_notify_campaign() RETURNS trigger
 LANGUAGE plpgsql AS $$

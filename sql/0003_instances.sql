@@ -1,4 +1,4 @@
--- 0003: running daemons register here (SPEC §1: several instances may share one
+-- 0003: running daemons register here (docs/architecture.md: several instances may share one
 -- database). A claimed call names the instance holding it in calls.claimed_by; an
 -- instance whose heartbeat is stale is dead, and its calls are rescued.
 CREATE TABLE dialer_instances (

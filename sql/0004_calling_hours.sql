@@ -1,4 +1,4 @@
--- 0004: SPEC §5 calling hours as one SQL function, used both when a due call is
+-- 0004: calling hours (docs/campaigns.md) as one SQL function, used both when a due call is
 -- claimed and again right before its carrier request, so the two can never disagree.
 --
 -- at_utc: the moment (UTC, like every timestamp column); zone: the contact's IANA

@@ -7,7 +7,7 @@
 -- locks (the call row; the campaign row the counters trigger updates) are held only
 -- for the statement itself.
 --
--- Semantics are exactly LifecycleStore.apply_call_event's (SPEC §4), which the store
+-- Semantics are exactly LifecycleStore.apply_call_event's (docs/campaigns.md#retries), which the store
 -- tests pin:
 --   * the call is found by id, else (id absent or unknown) by its CallSid;
 --   * a call whose stored sid differs from the event's is not touched;

@@ -2,7 +2,7 @@
 membership, and the progress snapshot `campaign status` renders.
 
 The CLI only ever writes `campaigns.status` to steer a campaign; the NOTIFY trigger
-on that column wakes the daemon (SPEC §3).
+on that column wakes the daemon (docs/campaigns.md#lifecycle).
 """
 
 from __future__ import annotations

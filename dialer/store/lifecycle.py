@@ -307,7 +307,7 @@ class LifecycleStore:
         return created
 
     async def _finish_cancelled(self, conn: Conn) -> None:
-        """SPEC §3 cancelled: scheduled calls and unfinished contacts are cancelled;
+        """Cancelled (docs/campaigns.md#lifecycle): scheduled calls and unfinished contacts are cancelled;
         live calls finish on their own and are recorded."""
         await conn.execute(
             """
@@ -328,7 +328,7 @@ class LifecycleStore:
         )
 
     async def _expire(self, conn: Conn, now: datetime) -> None:
-        """SPEC §3: when schedule_end passes the campaign is completed and its
+        """docs/campaigns.md#lifecycle: when schedule_end passes the campaign is completed and its
         unfinished contacts and their scheduled calls are cancelled. Only a campaign
         that ran (has calls): one started with its end already past cannot run, and
         _validate reports it instead of cancelling every contact."""

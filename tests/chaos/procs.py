@@ -142,7 +142,7 @@ def daemons(*procs: DaemonProcess) -> Iterator[None]:
 async def assert_campaign_invariants(
     conn: asyncpg.Connection, campaign_id: uuid.UUID, sim_calls: list[Any], max_retries: int
 ) -> None:
-    """SPEC §10 after a finished campaign: completed, every contact final, no
+    """The invariants (docs/invariants.md) after a finished campaign: completed, every contact final, no
     overlapping live calls per contact, ≤ max_retries + 1 dials per number at the
     carrier, counters equal aggregates, and every carrier call is exactly one row."""
     assert await conn.fetchval("SELECT status::text FROM campaigns WHERE id = $1", campaign_id) == "completed"

@@ -1,6 +1,6 @@
 """Crash recovery: a real `dialer run` subprocess SIGKILLed at random points and
 restarted, Postgres restarted under it, callbacks dropped, duplicated and reordered —
-and the campaign still ends with SPEC §10's invariants intact."""
+and the campaign still ends with the invariants of docs/invariants.md intact."""
 
 from __future__ import annotations
 

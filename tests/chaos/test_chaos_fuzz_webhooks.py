@@ -1,4 +1,4 @@
-"""Webhook fuzzing (SPEC §7, §10.6): thousands of random, forged and malformed
+"""Webhook fuzzing (docs/webhooks.md, docs/invariants.md#6): thousands of random, forged and malformed
 requests against a running daemon process's webhook port. Only 400/403/404/405/413
 come back (200 only for correctly signed requests), never a 5xx; no row changes; and
 the daemon's memory stays flat."""

@@ -1,4 +1,4 @@
-"""Several instances on one database (SPEC §1): two `dialer run` processes dial one
+"""Several instances on one database (docs/architecture.md#several-instances): two `dialer run` processes dial one
 campaign; claims never overlap, any instance applies any callback, the work is
 shared, and when one of them is SIGKILLed the other takes over its live calls."""
 

@@ -1,4 +1,4 @@
-"""The schema against the seed document (shared/seed) and SPEC §2, read back from the
+"""The schema against the data model and its additions (docs/schema.md), read back from the
 catalog of a real PostgreSQL."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import random
 import asyncpg
 import pytest
 
-# Every seed column with the PostgreSQL type its seed type becomes.
-SEED_COLUMNS: dict[str, dict[str, str]] = {
+# Every column of the original model with the PostgreSQL type its original type becomes.
+MODEL_COLUMNS: dict[str, dict[str, str]] = {
     "campaigns": {
         "id": "uuid",
         "name": "character varying(255)",
@@ -67,7 +67,7 @@ SEED_COLUMNS: dict[str, dict[str, str]] = {
     },
 }
 
-SPEC_COLUMNS: dict[str, dict[str, str]] = {
+ADDED_COLUMNS: dict[str, dict[str, str]] = {
     "campaigns": {
         "caller_id": "text",
         "timezone": "text",
@@ -89,12 +89,12 @@ SPEC_COLUMNS: dict[str, dict[str, str]] = {
     },
 }
 
-SEED_ENUMS = {
+MODEL_ENUMS = {
     "campaign_status": ["draft", "active", "paused", "completed", "cancelled"],
     "call_status": ["scheduled", "in_progress", "completed", "failed", "cancelled", "pending"],
 }
 
-SEED_INDEXES = {
+MODEL_INDEXES = {
     "campaigns_name_idx": ("campaigns", "name"),
     "calls_campaign_id_idx": ("calls", "campaign_id"),
     "calls_contact_id_idx": ("calls", "contact_id"),
@@ -103,7 +103,7 @@ SEED_INDEXES = {
     "campaign_contacts_contact_id_idx": ("campaign_contacts", "contact_id"),
 }
 
-SEED_FOREIGN_KEYS = {
+MODEL_FOREIGN_KEYS = {
     "calls_campaign_id_fk": ("calls", "campaign_id", "campaigns"),
     "calls_contact_id_fk": ("calls", "contact_id", "contacts"),
     "campaign_contacts_campaign_id_fk": ("campaign_contacts", "campaign_id", "campaigns"),
@@ -123,34 +123,34 @@ async def _columns(conn: asyncpg.Connection, table: str) -> dict[str, str]:
     return {r["attname"]: r["type"] for r in rows}
 
 
-@pytest.mark.parametrize("table", sorted(SEED_COLUMNS))
-async def test_seed_columns_exist_with_their_types(conn: asyncpg.Connection, table: str) -> None:
-    """Every column of the seed exists with the seed's type."""
+@pytest.mark.parametrize("table", sorted(MODEL_COLUMNS))
+async def test_model_columns_exist_with_their_types(conn: asyncpg.Connection, table: str) -> None:
+    """Every column of the original model (docs/schema.md) exists with its type."""
     actual = await _columns(conn, table)
-    expected = SEED_COLUMNS[table]
+    expected = MODEL_COLUMNS[table]
     assert {k: actual.get(k) for k in expected} == expected
 
 
-@pytest.mark.parametrize("table", sorted(SPEC_COLUMNS))
-async def test_spec_additions_exist(conn: asyncpg.Connection, table: str) -> None:
-    """The columns SPEC §2 adds exist with their types."""
+@pytest.mark.parametrize("table", sorted(ADDED_COLUMNS))
+async def test_added_columns_exist(conn: asyncpg.Connection, table: str) -> None:
+    """The columns docs/schema.md adds exist with their types."""
     actual = await _columns(conn, table)
-    expected = SPEC_COLUMNS[table]
+    expected = ADDED_COLUMNS[table]
     assert {k: actual.get(k) for k in expected} == expected
 
 
-async def test_seed_enums_have_their_values_in_order(conn: asyncpg.Connection) -> None:
-    """Both enums carry exactly the seed's values."""
-    for name, values in SEED_ENUMS.items():
+async def test_model_enums_have_their_values_in_order(conn: asyncpg.Connection) -> None:
+    """Both enums carry exactly the original model's values."""
+    for name, values in MODEL_ENUMS.items():
         rows = await conn.fetch(
             "SELECT enumlabel FROM pg_enum WHERE enumtypid = $1::regtype ORDER BY enumsortorder", name
         )
         assert [r["enumlabel"] for r in rows] == values
 
 
-async def test_seed_indexes_exist_on_their_columns(conn: asyncpg.Connection) -> None:
-    """Every seed index exists by name on the seed's table and column."""
-    for index, (table, column) in SEED_INDEXES.items():
+async def test_model_indexes_exist_on_their_columns(conn: asyncpg.Connection) -> None:
+    """Every index of the original model exists by name on its table and column."""
+    for index, (table, column) in MODEL_INDEXES.items():
         row = await conn.fetchrow(
             """
             SELECT t.relname AS table, a.attname AS column
@@ -166,13 +166,13 @@ async def test_seed_indexes_exist_on_their_columns(conn: asyncpg.Connection) -> 
         assert (row["table"], row["column"]) == (table, column)
 
 
-async def test_seed_constraints_exist(conn: asyncpg.Connection) -> None:
-    """campaigns_dates_check and every seed foreign key exist by name, pointing right."""
+async def test_model_constraints_exist(conn: asyncpg.Connection) -> None:
+    """campaigns_dates_check and every foreign key of the original model exist by name, pointing right."""
     check = await conn.fetchval(
         "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'campaigns_dates_check'"
     )
     assert check is not None and "schedule_end >= schedule_start" in check
-    for name, (table, column, target) in SEED_FOREIGN_KEYS.items():
+    for name, (table, column, target) in MODEL_FOREIGN_KEYS.items():
         row = await conn.fetchrow(
             """
             SELECT c.conrelid::regclass::text AS table, c.confrelid::regclass::text AS target,
