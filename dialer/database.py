@@ -1,13 +1,22 @@
 """Connections: the asyncpg pool for work, single connections for LISTEN and the CLI,
-and the embedded server when no URL is configured."""
+and the embedded server when no URL is configured.
+
+This is the connector, and with `dialer/store/` (and `listener.py`, `migrate.py`)
+the only code that knows asyncpg. Whatever asyncpg (or the socket under it) raises
+when the database goes away is defined once here, `DATABASE_ERRORS`, and turned
+into one `DatabaseUnavailable` at the boundary: every store method is wrapped by
+`translate_errors`, and `connection()` translates what its body raises. The rest of
+the daemon catches `DatabaseUnavailable` only (docs/architecture.md).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import asyncpg
@@ -15,6 +24,61 @@ import asyncpg
 from dialer.config import DatabaseSettings
 from dialer.embedded import EmbeddedPostgres
 from dialer.errors import ConfigError, DatabaseUnavailable
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# The names the rest of the package uses for asyncpg's objects (types only: importing
+# asyncpg itself is the boundary's business).
+Connection = asyncpg.Connection
+Pool = asyncpg.Pool
+Record = asyncpg.Record
+
+# "The database went away", as asyncpg and the socket under it say it: a server
+# error (restart, pg_terminate_backend, serialization, statement timeout), a client
+# state error (pool closing, a connection cut mid-operation and then reused:
+# InternalClientError), the socket (OSError), or a timeout (acquire, command). The
+# one definition: the boundary turns each into DatabaseUnavailable.
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
+# asyncpg's own errors only, for code that runs more than database calls (a CLI
+# command reading a file): an OSError there is not the database's.
+_DRIVER_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+_NO_SCHEMA = (asyncpg.UndefinedTableError, asyncpg.UndefinedFunctionError)
+
+
+def unavailable(exc: BaseException) -> DatabaseUnavailable:
+    """The DatabaseUnavailable that stands for `exc` (raise it `from exc`)."""
+    if isinstance(exc, _NO_SCHEMA):
+        return DatabaseUnavailable(f"the database has no dialer schema: run `dialer migrate` first ({exc})")
+    detail = str(exc) or type(exc).__name__
+    return DatabaseUnavailable(f"database error: {detail}")
+
+
+def translate_errors(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Wrap a store coroutine so that a database failure leaves it as DatabaseUnavailable.
+    The cost per call is one try/except and one coroutine frame; the store's hot-path
+    methods are one statement each, whose round trip is a thousand times that."""
+
+    @functools.wraps(fn)
+    async def boundary(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except DATABASE_ERRORS as exc:
+            raise unavailable(exc) from exc
+
+    boundary.translates_errors = True  # type: ignore[attr-defined]  # checked by tests
+    return boundary
+
 
 # Every session speaks UTC: the data model's `timestamp` columns (docs/schema.md) hold UTC wall-clock time.
 SERVER_SETTINGS = {"timezone": "UTC", "application_name": "dialer"}
@@ -63,7 +127,7 @@ async def connect(url: str, settings: DatabaseSettings | None = None) -> asyncpg
             statement_cache_size=settings.statement_cache_size,
             server_settings=SERVER_SETTINGS,
         )
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+    except DATABASE_ERRORS as exc:
         raise DatabaseUnavailable(f"cannot connect to {describe_url(url)}: {exc}") from exc
     await _init_connection(conn)
     return conn
@@ -91,17 +155,21 @@ async def create_pool(url: str, settings: DatabaseSettings) -> asyncpg.Pool:
             init=_init_connection,
             reset=_keep_session,
         )
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+    except DATABASE_ERRORS as exc:
         raise DatabaseUnavailable(f"cannot connect to {describe_url(url)}: {exc}") from exc
     return pool
 
 
 @contextlib.asynccontextmanager
-async def connection(url: str, settings: DatabaseSettings | None = None) -> AsyncIterator[Any]:
-    """`async with connection(url) as conn:` for one-shot commands."""
+async def connection(url: str, settings: DatabaseSettings | None = None) -> AsyncIterator[Connection]:
+    """`async with connection(url) as conn:` for one-shot commands. An asyncpg error
+    raised inside the block (a transaction's commit, say) leaves it as
+    DatabaseUnavailable, like every store method's."""
     conn = await connect(url, settings)
     try:
         yield conn
+    except _DRIVER_ERRORS as exc:
+        raise unavailable(exc) from exc
     finally:
         await conn.close()
 

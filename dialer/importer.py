@@ -35,10 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import asyncpg
 import structlog
 
 from dialer import numbers
+from dialer.database import Connection
 from dialer.errors import ImportRejected
 from dialer.store.campaigns import CampaignStore
 from dialer.store.contacts import ContactImportStore, DoNotCallStore, StagedContact
@@ -307,7 +307,7 @@ def _read_errors(path: Path, reader: Any) -> Iterator[None]:
 
 
 async def import_csv(
-    conn: asyncpg.Connection,
+    conn: Connection,
     path: str | Path,
     *,
     campaign_id: uuid.UUID | None = None,
@@ -395,7 +395,7 @@ class DncImportResult:
 
 
 async def import_dnc_csv(
-    conn: asyncpg.Connection,
+    conn: Connection,
     path: str | Path,
     *,
     default_region: str | None = None,

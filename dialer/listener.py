@@ -22,6 +22,8 @@ BACKOFF_START = 0.1  # seconds
 BACKOFF_MAX = 5.0  # seconds
 
 Handler = Callable[[str], None]
+# The connection is gone: what the driver raises, or the probe's own verdict.
+LOST: tuple[type[BaseException], ...] = (*database.DATABASE_ERRORS, DatabaseUnavailable)
 
 
 class Listener:
@@ -70,14 +72,7 @@ class Listener:
                 log.info("listen_connected", channels=sorted(self._channels), reconnects=self.reconnects)
                 await self._on_connected()
                 await self._probe_until_lost(conn, lost)
-            except (
-                OSError,
-                asyncpg.PostgresError,
-                asyncpg.InterfaceError,
-                asyncpg.InternalClientError,
-                DatabaseUnavailable,
-                TimeoutError,
-            ) as exc:
+            except LOST as exc:
                 log.warning("listen_connection_lost", error=str(exc))
             finally:
                 self._connected.clear()

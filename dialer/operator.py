@@ -20,13 +20,13 @@ from datetime import UTC, datetime, time
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import structlog
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from dialer import database, numbers, progress
 from dialer.config import Settings
+from dialer.database import Connection
 from dialer.errors import DialerError
 from dialer.importer import import_csv, import_dnc_csv
 from dialer.store.campaigns import FINAL_CAMPAIGN_STATUSES, CampaignStore, NewCampaign
@@ -34,7 +34,7 @@ from dialer.store.contacts import DoNotCallStore
 
 log = structlog.get_logger(__name__)
 
-Work = Callable[[asyncpg.Connection], Awaitable[int]]
+Work = Callable[[Connection], Awaitable[int]]
 
 # (allowed current statuses, new status) of each steering command.
 TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
@@ -164,17 +164,15 @@ def _run(settings: Settings, work: Work) -> int:
         async with database.connection(url, settings.database) as conn:
             return await work(conn)
 
+    # A database failure leaves the store (or the connection's block) as
+    # DatabaseUnavailable, whose one line the CLI prints (exit 1); a missing schema
+    # says to run `dialer migrate`.
     with database.database_endpoints(settings.database) as endpoints:
-        try:
-            return asyncio.run(go(endpoints.url))
-        except asyncpg.UndefinedTableError:
-            raise CommandFailed("the database has no dialer schema: run `dialer migrate` first") from None
-        except asyncpg.PostgresError as exc:
-            raise CommandFailed(f"database error: {exc}") from None
+        return asyncio.run(go(endpoints.url))
 
 
 def _handler(
-    work: Callable[[argparse.Namespace, asyncpg.Connection], Awaitable[int]],
+    work: Callable[[argparse.Namespace, Connection], Awaitable[int]],
 ) -> Callable[[argparse.Namespace, Settings], int]:
     """Adapt `async (args, conn) -> int` to the CLI's `(args, settings) -> int`,
     turning UsageError into exit 2."""
@@ -196,7 +194,7 @@ def _console() -> Console:
     return Console(file=sys.stdout, highlight=False, width=width)
 
 
-async def _open_campaign(conn: asyncpg.Connection, campaign_id: uuid.UUID) -> dict[str, Any]:
+async def _open_campaign(conn: Connection, campaign_id: uuid.UUID) -> dict[str, Any]:
     """The campaign, or CommandFailed when it does not exist or is final."""
     campaign = await CampaignStore(conn).get(campaign_id)
     if campaign is None:
@@ -207,7 +205,7 @@ async def _open_campaign(conn: asyncpg.Connection, campaign_id: uuid.UUID) -> di
 
 
 async def _import_contacts(
-    conn: asyncpg.Connection, path: Path, campaign_id: uuid.UUID | None, region: str | None
+    conn: Connection, path: Path, campaign_id: uuid.UUID | None, region: str | None
 ) -> int:
     """Shared by `contacts import` and `campaign add-contacts --csv`."""
     if campaign_id is not None:
@@ -235,14 +233,14 @@ async def _import_contacts(
 # ---------------------------------------------------------------- contacts
 
 
-async def _contacts_import(args: argparse.Namespace, conn: asyncpg.Connection) -> int:
+async def _contacts_import(args: argparse.Namespace, conn: Connection) -> int:
     return await _import_contacts(conn, Path(args.file), args.campaign, args.default_region)
 
 
 # ---------------------------------------------------------------- campaign
 
 
-async def _campaign_create(args: argparse.Namespace, conn: asyncpg.Connection) -> int:
+async def _campaign_create(args: argparse.Namespace, conn: Connection) -> int:
     if args.start and args.end and args.end < args.start:
         raise UsageError(
             f"--end ({args.end:%Y-%m-%d %H:%M} UTC) is before --start ({args.start:%Y-%m-%d %H:%M} UTC)"
@@ -273,7 +271,7 @@ async def _campaign_create(args: argparse.Namespace, conn: asyncpg.Connection) -
     return 0
 
 
-async def _campaign_add_contacts(args: argparse.Namespace, conn: asyncpg.Connection) -> int:
+async def _campaign_add_contacts(args: argparse.Namespace, conn: Connection) -> int:
     if args.csv:
         return await _import_contacts(conn, Path(args.csv), args.id, args.default_region)
     await _open_campaign(conn, args.id)
@@ -282,10 +280,10 @@ async def _campaign_add_contacts(args: argparse.Namespace, conn: asyncpg.Connect
     return 0
 
 
-def _transition(command: str) -> Callable[[argparse.Namespace, asyncpg.Connection], Awaitable[int]]:
+def _transition(command: str) -> Callable[[argparse.Namespace, Connection], Awaitable[int]]:
     allowed, target = TRANSITIONS[command]
 
-    async def run(args: argparse.Namespace, conn: asyncpg.Connection) -> int:
+    async def run(args: argparse.Namespace, conn: Connection) -> int:
         result = await CampaignStore(conn).transition(args.id, allowed, target)
         if result.status is None:
             raise CommandFailed(f"no campaign with id {args.id}")
@@ -301,12 +299,12 @@ def _transition(command: str) -> Callable[[argparse.Namespace, asyncpg.Connectio
     return run
 
 
-async def _campaign_list(args: argparse.Namespace, conn: asyncpg.Connection) -> int:
+async def _campaign_list(args: argparse.Namespace, conn: Connection) -> int:
     _console().print(progress.render_list(await CampaignStore(conn).list_all()))
     return 0
 
 
-async def _campaign_status(args: argparse.Namespace, conn: asyncpg.Connection) -> int:
+async def _campaign_status(args: argparse.Namespace, conn: Connection) -> int:
     store = CampaignStore(conn)
 
     async def fetch() -> list[Any]:
@@ -336,13 +334,13 @@ def _e164(text: str, region: str | None) -> str:
         raise UsageError(str(exc)) from None
 
 
-async def _dnc_add(args: argparse.Namespace, conn: asyncpg.Connection) -> int:
+async def _dnc_add(args: argparse.Namespace, conn: Connection) -> int:
     change = await DoNotCallStore(conn).add(_e164(args.number, args.default_region), args.reason)
     print(f"{'added' if change.added else 'already listed'}: {change.phone_number}")
     return 0
 
 
-async def _dnc_remove(args: argparse.Namespace, conn: asyncpg.Connection) -> int:
+async def _dnc_remove(args: argparse.Namespace, conn: Connection) -> int:
     number = _e164(args.number, args.default_region)
     if not await DoNotCallStore(conn).remove(number):
         raise CommandFailed(f"{number} is not on the do-not-call list")
@@ -350,7 +348,7 @@ async def _dnc_remove(args: argparse.Namespace, conn: asyncpg.Connection) -> int
     return 0
 
 
-async def _dnc_import(args: argparse.Namespace, conn: asyncpg.Connection) -> int:
+async def _dnc_import(args: argparse.Namespace, conn: Connection) -> int:
     result = await import_dnc_csv(
         conn, Path(args.file), default_region=args.default_region, reason=args.reason, report=print
     )

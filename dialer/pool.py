@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar
 
-import asyncpg
 import structlog
 
 from dialer.carrier import FINAL_TWILIO_STATUSES, Carrier, DialRequest
-from dialer.errors import CarrierError
+from dialer.errors import CarrierError, DatabaseUnavailable
 from dialer.metrics import Metrics
 from dialer.models import CallEvent, CallStatus, ClaimedCall
 from dialer.pacing import TokenBucket
@@ -30,15 +29,6 @@ RECONCILE_GRACE = 3.0  # seconds to let an unknown-outcome call show up at the c
 RECONCILE_ROUNDS = 3
 FOLLOW_MARGIN = 60.0  # seconds past ring timeout + time limit before a call is overdue
 DB_RETRY_DELAY = 1.0  # seconds between retries of a failed database write
-# InternalClientError: asyncpg's word for a connection cut mid-operation (server restart,
-# pg_terminate_backend) and then reused; it is a lost connection like the others.
-DB_ERRORS = (
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-    OSError,
-    TimeoutError,
-)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -278,7 +268,7 @@ class CallPool:
         handing the claim back is always safe (even if the write did commit)."""
         try:
             return await self.store.begin_dial(call_id)
-        except DB_ERRORS as exc:
+        except DatabaseUnavailable as exc:
             self.metrics.db_errors.inc()
             log.warning("dial_gate_failed", error=str(exc))
             return False
@@ -359,7 +349,7 @@ class CallPool:
         while True:
             try:
                 return await fn(*args, **kwargs)
-            except DB_ERRORS as exc:
+            except DatabaseUnavailable as exc:
                 self.metrics.db_errors.inc()
                 log.warning("db_write_retry", error=str(exc))
                 await asyncio.sleep(DB_RETRY_DELAY)

@@ -13,9 +13,9 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime
 
-import asyncpg
 import structlog
 
+from dialer.errors import DatabaseUnavailable
 from dialer.metrics import Metrics
 from dialer.models import CallStatus, Campaign
 from dialer.pacing import TokenBucket
@@ -35,15 +35,6 @@ ZONES_TTL = 60.0  # seconds a campaign's set of contact zones is trusted (NOTIFY
 # wake lets one claim serve the slots freed meanwhile; a NOTIFY never waits.
 COALESCE_SECONDS = 0.01
 COALESCE_SHARE = 10  # coalesce while fewer than 1/COALESCE_SHARE of the pool's slots are free
-# InternalClientError: asyncpg's word for a connection cut mid-operation (server restart,
-# pg_terminate_backend) and then reused; it is a lost connection like the others.
-DB_ERRORS = (
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-    OSError,
-    TimeoutError,
-)
 
 
 class Scheduler:
@@ -97,7 +88,7 @@ class Scheduler:
             sleep_for = self.tick
             try:
                 sleep_for = await self.step()
-            except DB_ERRORS as exc:
+            except DatabaseUnavailable as exc:
                 self.metrics.db_errors.inc()
                 log.warning("scheduler_pass_failed", error=str(exc))
             self.watchdog()

@@ -12,7 +12,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import asyncpg
 import structlog
 from aiohttp import web
 from pydantic import SecretStr
@@ -27,6 +26,7 @@ from dialer.carrier.simulator import (
 )
 from dialer.carrier.twilio import TwilioCarrier
 from dialer.config import Settings, TwilioSettings
+from dialer.errors import DatabaseUnavailable
 from dialer.listener import Listener
 from dialer.metrics import Metrics
 from dialer.models import ClaimedCall
@@ -64,7 +64,7 @@ class Daemon:
         self.instance_id = instance_id or uuid.uuid4()
         self.metrics = Metrics()
         self.simulator: RunningSimulator | None = None
-        self._db: asyncpg.Pool | None = None
+        self._db: database.Pool | None = None
         self._carrier: TwilioCarrier | None = None
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -204,14 +204,8 @@ class Daemon:
             return False
         try:
             async with asyncio.timeout(2.0):
-                await self._db.fetchval("SELECT 1")
-        except (
-            OSError,
-            asyncpg.PostgresError,
-            asyncpg.InterfaceError,
-            asyncpg.InternalClientError,
-            TimeoutError,
-        ):
+                await self.store.ping()
+        except (DatabaseUnavailable, TimeoutError):
             return False
         return True
 

@@ -26,7 +26,6 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Final, Protocol
 from urllib.parse import parse_qsl
 
-import asyncpg
 import structlog
 from aiohttp import web
 from multidict import MultiDict
@@ -65,14 +64,9 @@ MAX_FORM_FIELDS: Final = 200
 READY_TIMEOUT_SECONDS: Final = 2.0
 # Errors of the database path: answered 503, so a carrier that retries (the simulator, Twilio
 # with connection overrides) tries again; reconciliation (docs/architecture.md) catches the rest.
-# InternalClientError is asyncpg's word for a connection cut mid-operation and then reused.
-DB_ERRORS: Final = (
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-    OSError,
-    DatabaseUnavailable,
-)
+# The store raises DatabaseUnavailable for every database failure (dialer/database.py);
+# TimeoutError is the store call outliving store_timeout_seconds.
+DB_ERRORS: Final = (DatabaseUnavailable, TimeoutError)
 # Probes and scrapes are logged at debug level so they do not drown the journal.
 _QUIET_PATHS: Final = frozenset({"/healthz", "/readyz", "/metrics"})
 
@@ -354,7 +348,7 @@ class _Webhooks:
             document = await asyncio.wait_for(
                 self.deps.render_twiml(call_id), timeout=self.deps.store_timeout_seconds
             )
-        except (*DB_ERRORS, TimeoutError):
+        except DB_ERRORS:
             self.deps.metrics.db_errors.inc()
             log.exception("twiml_db_error")
             return _retry_later()
@@ -380,9 +374,9 @@ class _Webhooks:
         """Await one store operation; None (after logging and counting) when the database failed."""
         try:
             return await asyncio.wait_for(call, timeout=self.deps.store_timeout_seconds)
-        except (*DB_ERRORS, TimeoutError):
-            # TimeoutError is an OSError too; named for the reader. A 503 invites a retry,
-            # and the store is idempotent, so a retried callback is always safe.
+        except DB_ERRORS:
+            # A 503 invites a retry, and the store is idempotent, so a retried callback
+            # is always safe.
             self.deps.metrics.db_errors.inc()
             self._count("error")
             log.exception("callback_db_error", operation=operation)

@@ -15,6 +15,8 @@ from typing import Any
 
 import asyncpg
 
+from dialer.database import translate_errors
+
 FINAL_CAMPAIGN_STATUSES = frozenset({"completed", "cancelled"})
 
 
@@ -85,6 +87,7 @@ class CampaignStore:
     def __init__(self, conn: asyncpg.Connection | asyncpg.Pool) -> None:
         self._conn = conn
 
+    @translate_errors
     async def create(self, new: NewCampaign) -> uuid.UUID:
         """Insert a draft campaign; columns left None take their defaults."""
         values: dict[str, Any] = {
@@ -114,11 +117,13 @@ class CampaignStore:
         assert isinstance(new_id, uuid.UUID)
         return new_id
 
+    @translate_errors
     async def get(self, campaign_id: uuid.UUID) -> dict[str, Any] | None:
         """The whole campaigns row, or None."""
         row = await self._conn.fetchrow("SELECT * FROM campaigns WHERE id = $1", campaign_id)
         return dict(row) if row is not None else None
 
+    @translate_errors
     async def list_all(self) -> list[dict[str, Any]]:
         """Every campaign, newest first, with its contact count."""
         rows = await self._conn.fetch(
@@ -132,6 +137,7 @@ class CampaignStore:
         )
         return [dict(r) for r in rows]
 
+    @translate_errors
     async def open_ids(self) -> list[uuid.UUID]:
         """Campaigns that are not final, oldest first."""
         rows = await self._conn.fetch(
@@ -139,6 +145,7 @@ class CampaignStore:
         )
         return [r["id"] for r in rows]
 
+    @translate_errors
     async def transition(self, campaign_id: uuid.UUID, allowed_from: Collection[str], to: str) -> Transition:
         """Set status to `to` only if it is now one of `allowed_from` (checked and written
         in one statement, so a concurrent change by the daemon cannot be overwritten)."""
@@ -157,6 +164,7 @@ class CampaignStore:
         current = await self._conn.fetchval("SELECT status::text FROM campaigns WHERE id = $1", campaign_id)
         return Transition(changed=False, status=current)
 
+    @translate_errors
     async def add_all_contacts(self, campaign_id: uuid.UUID) -> int:
         """Link every contact into the campaign; returns how many were not in it yet."""
         added = await self._conn.fetchval(
@@ -173,6 +181,7 @@ class CampaignStore:
         )
         return int(added)
 
+    @translate_errors
     async def progress(self, campaign_id: uuid.UUID) -> CampaignProgress | None:
         """Counters, dispositions, dial rate and next due call of one campaign."""
         row = await self._conn.fetchrow(

@@ -16,6 +16,8 @@ from typing import Any
 
 import asyncpg
 
+from dialer.database import translate_errors
+
 # Held for the import's transaction so two concurrent imports cannot both decide a
 # number is new and create it twice (contacts.phone_number is indexed, not unique).
 _IMPORT_LOCK_KEY = 0x6469616C_01  # "dial" + 1
@@ -78,6 +80,7 @@ class ContactImportStore:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
 
+    @translate_errors
     async def begin(self) -> None:
         """Take the import lock and create empty staging tables (dropped at commit)."""
         await self._conn.execute("SELECT pg_advisory_xact_lock($1)", _IMPORT_LOCK_KEY)
@@ -106,6 +109,7 @@ class ContactImportStore:
             """
         )
 
+    @translate_errors
     async def import_batch(self, rows: Sequence[StagedContact], campaign_id: uuid.UUID | None) -> BatchResult:
         """Fold one batch (numbers unique within it) into contacts; link to the campaign.
 
@@ -185,6 +189,7 @@ class ContactStore:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
 
+    @translate_errors
     async def count(self) -> int:
         """How many contacts exist."""
         value = await self._conn.fetchval("SELECT count(*) FROM contacts")
@@ -205,6 +210,7 @@ class DoNotCallStore:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
 
+    @translate_errors
     async def add(self, phone_number: str, reason: str | None) -> DncChange:
         """List a number; an already listed number keeps its entry, with a new reason if given."""
         inserted = await self._conn.fetchval(
@@ -219,6 +225,7 @@ class DoNotCallStore:
         )
         return DncChange(phone_number=phone_number, added=bool(inserted))
 
+    @translate_errors
     async def add_many(self, entries: Sequence[tuple[str, str | None]]) -> int:
         """List many (number, reason) pairs at once; returns how many were new."""
         added = await self._conn.fetchval(
@@ -238,6 +245,7 @@ class DoNotCallStore:
         )
         return int(added)
 
+    @translate_errors
     async def remove(self, phone_number: str) -> bool:
         """Unlist a number; False when it was not listed."""
         removed = await self._conn.fetchval(
@@ -245,6 +253,7 @@ class DoNotCallStore:
         )
         return bool(removed)
 
+    @translate_errors
     async def contains(self, phone_number: str) -> bool:
         """Whether a number is listed."""
         found = await self._conn.fetchval(

@@ -24,6 +24,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from dialer import numbers
 from dialer.carrier import FINAL_TWILIO_STATUSES, PERMANENT_ERROR_CODES
+from dialer.database import translate_errors
 from dialer.errors import CarrierError, TemplateError
 from dialer.models import (
     ApplyResult,
@@ -122,6 +123,7 @@ class LifecycleStore:
 
     # ------------------------------------------------------------------ instances
 
+    @translate_errors
     async def register_instance(self) -> None:
         """Record this process in dialer_instances, and mark dead any earlier process
         on this host whose pid no longer runs (so its calls are rescued at once)."""
@@ -148,12 +150,19 @@ class LifecycleStore:
                     "UPDATE dialer_instances SET stopped_at = $2 WHERE id = ANY($1::uuid[])", dead, now
                 )
 
+    @translate_errors
+    async def ping(self) -> None:
+        """One trivial round trip: raises DatabaseUnavailable unless the database answers."""
+        await self.pool.fetchval("SELECT 1")
+
+    @translate_errors
     async def heartbeat(self) -> None:
         """Tell other instances this one is alive."""
         await self.pool.execute(
             "UPDATE dialer_instances SET heartbeat_at = $2 WHERE id = $1", self.instance_id, self.clock()
         )
 
+    @translate_errors
     async def mark_stopped(self) -> None:
         """A clean exit: other instances need not wait for the heartbeat to expire."""
         await self.pool.execute(
@@ -162,6 +171,7 @@ class LifecycleStore:
 
     # ------------------------------------------------------------- housekeeping
 
+    @translate_errors
     async def housekeep(self) -> bool:
         """One pass of the work that must run on one instance at a time: check new
         contacts' numbers, finish cancelled and expired campaigns, validate active
@@ -207,6 +217,7 @@ class LifecycleStore:
             self._zones = frozenset(r["name"] for r in rows)
         return self._zones
 
+    @translate_errors
     async def check_contacts(self, budget_seconds: float = 0.5) -> int:
         """Validate numbers and resolve zones of contacts nobody has looked at yet
         (added by hand, or changed), in short batches for at most `budget_seconds`."""
@@ -378,6 +389,7 @@ class LifecycleStore:
 
     # ------------------------------------------------------------------ claiming
 
+    @translate_errors
     async def dialable_campaigns(self) -> list[Campaign]:
         """Active, valid campaigns inside their schedule window."""
         now = self.clock()
@@ -385,6 +397,7 @@ class LifecycleStore:
             campaigns = await self._campaigns(conn, (CampaignStatus.ACTIVE,))
         return [c for c in campaigns if c.last_error is None and _in_window(c, now)]
 
+    @translate_errors
     async def claim(self, campaign: Campaign, limit: int) -> list[ClaimedCall]:
         """Claim up to `limit` due calls of one campaign inside their calling hours
         (status scheduled → pending, claimed_by = this instance). Due calls whose
@@ -443,6 +456,7 @@ class LifecycleStore:
             for r in rows
         ]
 
+    @translate_errors
     async def campaign_zones(self, campaign: Campaign) -> list[str]:
         """The distinct time zones of the contacts this campaign has scheduled calls
         for (a scan of its due work: cache it)."""
@@ -455,6 +469,7 @@ class LifecycleStore:
         )
         return [r["zone"] for r in rows]
 
+    @translate_errors
     async def any_zone_open(self, campaign: Campaign, zones: Sequence[str]) -> bool:
         """Whether it is inside the campaign's calling hours and days now in any of
         these zones, by the same SQL function the claim uses."""
@@ -472,6 +487,7 @@ class LifecycleStore:
             )
         )
 
+    @translate_errors
     async def due_count(self, campaign_ids: Sequence[uuid.UUID], cap: int = 100_000) -> int:
         """Scheduled calls already due in these campaigns (capped: it is a gauge)."""
         return int(
@@ -484,6 +500,7 @@ class LifecycleStore:
             )
         )
 
+    @translate_errors
     async def next_due_at(self, campaign_ids: Sequence[uuid.UUID]) -> datetime | None:
         """When the earliest scheduled call of these campaigns falls due."""
         value: datetime | None = await self.pool.fetchval(
@@ -495,6 +512,7 @@ class LifecycleStore:
 
     # ------------------------------------------------------------------ dialing
 
+    @translate_errors
     async def begin_dial(self, call_id: uuid.UUID) -> bool:
         """The gate right before a carrier request: succeeds only while the campaign
         is active, inside its window, and the contact inside calling hours — and
@@ -503,6 +521,7 @@ class LifecycleStore:
         row = await self.pool.fetchrow(BEGIN_DIAL_SQL, call_id, now, self.instance_id, self.default_timezone)
         return row is not None
 
+    @translate_errors
     async def release_claim(self, call_id: uuid.UUID) -> None:
         """A claimed call that was not dialed goes back: to scheduled (paused,
         outside hours, shutting down), or cancelled when its campaign is over."""
@@ -529,6 +548,7 @@ class LifecycleStore:
                     row["contact_id"],
                 )
 
+    @translate_errors
     async def dial_accepted(self, call_id: uuid.UUID, call_sid: str) -> bool:
         """The carrier accepted the request: pending → in_progress with its sid, and
         the attempt counts. False when a callback got there first (already adopted)."""
@@ -558,6 +578,7 @@ class LifecycleStore:
         )
         return bool(adopted)
 
+    @translate_errors
     async def dial_failed(self, call_id: uuid.UUID, error: CarrierError) -> CallStatus:
         """The carrier request failed. Transient: back to scheduled after a backoff,
         no attempt counted. Permanent or rejected: the attempt ends failed (a wrong
@@ -603,6 +624,7 @@ class LifecycleStore:
             await self._finish_attempt(conn, row, end)
             return CallStatus.FAILED
 
+    @translate_errors
     async def adopted_sids(self, sids: Sequence[str]) -> set[str]:
         """Which of these carrier sids already belong to a call row."""
         rows = await self.pool.fetch(
@@ -612,6 +634,7 @@ class LifecycleStore:
 
     # ----------------------------------------------------------- carrier events
 
+    @translate_errors
     async def apply_call_event(self, call_id: uuid.UUID | None, event: CallEvent) -> ApplyResult:
         """Apply one carrier event (callback or fetch) in one transaction: the call
         moves only forward, a final status never changes, and a failed attempt
@@ -649,6 +672,7 @@ class LifecycleStore:
             return ApplyResult.IGNORED
         return ApplyResult(row["result"])
 
+    @translate_errors
     async def record_recording(
         self, call_id: uuid.UUID | None, call_sid: str, recording_url: str
     ) -> ApplyResult:
@@ -737,6 +761,7 @@ class LifecycleStore:
 
     # ------------------------------------------------------------ live calls
 
+    @translate_errors
     async def call_statuses(self, call_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, CallStatus]:
         """Current status of these calls (after a LISTEN reconnect, nothing is missed)."""
         rows = await self.pool.fetch(
@@ -744,11 +769,13 @@ class LifecycleStore:
         )
         return {r["id"]: CallStatus(r["status"]) for r in rows}
 
+    @translate_errors
     async def live_call(self, call_id: uuid.UUID) -> LiveCall | None:
         """One live call with what following it needs."""
         rows = await self._live_calls("k.id = $1", call_id)
         return rows[0] if rows else None
 
+    @translate_errors
     async def adopt_orphans(self, instance_timeout_seconds: float) -> list[LiveCall]:
         """Rescue: live calls held by instances that are dead (stopped, or silent for
         longer than the timeout) become this instance's. Those never sent
@@ -777,6 +804,7 @@ class LifecycleStore:
         log.info("orphans_adopted", count=len(rows), to_reconcile=len(ids))
         return await self._live_calls("k.id = ANY($1::uuid[])", ids) if ids else []
 
+    @translate_errors
     async def my_live_calls(self) -> list[LiveCall]:
         """Live calls this instance holds (after a restart with the same id, or for tests)."""
         return await self._live_calls(
@@ -809,6 +837,7 @@ class LifecycleStore:
             for r in rows
         ]
 
+    @translate_errors
     async def return_unstarted(self) -> int:
         """Shutdown: calls this instance claimed but never sent go back to scheduled."""
         result = await self.pool.execute(
@@ -818,6 +847,7 @@ class LifecycleStore:
         )
         return int(result.split()[-1])
 
+    @translate_errors
     async def call_for_twiml(self, call_id: uuid.UUID) -> tuple[str | None, Contact] | None:
         """The script template and contact of a call, to serve its TwiML document."""
         row = await self.pool.fetchrow(

@@ -9,7 +9,9 @@ from datetime import datetime, time, timedelta
 import asyncpg
 import pytest
 
-from dialer.errors import CarrierError, TemplateError
+from dialer import database
+from dialer.config import DatabaseSettings
+from dialer.errors import CarrierError, DatabaseUnavailable, TemplateError
 from dialer.models import ApplyResult, CallEvent
 from dialer.store.lifecycle import LifecycleStore
 from tests.factories import FakeClock, add_contacts, madrid_number, make_campaign
@@ -286,3 +288,15 @@ async def test_open_zones_answer_matches_the_claim(conn, store, clock) -> None:
     clock.now = datetime(2026, 11, 26, 4, 0)  # Madrid 05:00, New York 23:00: both closed
     assert not await store.any_zone_open(campaign, zones)
     assert await _claim_all(store) == []
+
+
+async def test_a_closed_pool_raises_database_unavailable(db_url: str) -> None:
+    """The store's boundary: asyncpg's own error for a closed pool leaves as DatabaseUnavailable."""
+    own = await database.create_pool(db_url, DatabaseSettings(pool_min_size=1, pool_max_size=2))
+    s = LifecycleStore(own, instance_id=uuid.uuid4(), validate_template=_no_unknown_placeholders)
+    await s.ping()
+    await own.close()
+    with pytest.raises(DatabaseUnavailable):
+        await s.ping()
+    with pytest.raises(DatabaseUnavailable):
+        await s.heartbeat()

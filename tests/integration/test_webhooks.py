@@ -21,6 +21,7 @@ import structlog
 from prometheus_client.parser import text_string_to_metric_families
 from twilio.request_validator import RequestValidator
 
+from dialer.database import translate_errors
 from dialer.logs import configure_logging
 from dialer.metrics import CONTENT_TYPE_LATEST, Metrics
 from dialer.models import ApplyResult, CallEvent
@@ -37,7 +38,8 @@ STAMP = "Wed, 25 Nov 2026 19:26:17 +0000"
 
 @dataclass
 class FakeStore:
-    """Records what the webhooks hand over; answers `result` or raises `error`."""
+    """Records what the webhooks hand over; answers `result` or raises `error`, through
+    the same error boundary as the real store (a driver error leaves it translated)."""
 
     result: ApplyResult = ApplyResult.APPLIED
     error: BaseException | None = None
@@ -45,6 +47,7 @@ class FakeStore:
     events: list[tuple[uuid.UUID | None, CallEvent]] = field(default_factory=list)
     recordings: list[tuple[uuid.UUID | None, str, str]] = field(default_factory=list)
 
+    @translate_errors
     async def apply_call_event(self, call_id: uuid.UUID | None, event: CallEvent) -> ApplyResult:
         """Record the event."""
         await asyncio.sleep(self.delay)
@@ -53,6 +56,7 @@ class FakeStore:
         self.events.append((call_id, event))
         return self.result
 
+    @translate_errors
     async def record_recording(self, call_id: uuid.UUID | None, call_sid: str, recording_url: str) -> ApplyResult:
         """Record the recording."""
         if self.error is not None:
