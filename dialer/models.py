@@ -75,6 +75,9 @@ class Campaign:
     ring_timeout_seconds: int
     time_limit_seconds: int
     last_error: str | None
+    # Calls rows ever created (the trigger-kept counter): it changes whenever calls are
+    # scheduled (activation, retry), which is when the zones of due work can change.
+    total_calls: int = 0
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
@@ -29,12 +30,33 @@ HEARTBEAT_INTERVAL = 5.0  # seconds
 RESCUE_INTERVAL = 5.0  # seconds
 GAUGE_INTERVAL = 5.0  # seconds between due-queue depth counts
 CLAIM_HORIZON = 1.0  # seconds of dialing the bucket allows that one pass may claim
-ZONES_TTL = 60.0  # seconds a campaign's set of contact zones is trusted (NOTIFY clears it)
+# Seconds a campaign's set of contact zones is trusted at most. New calls, a NOTIFY
+# and an empty set end the trust sooner (_open_now); the limit only bounds what none
+# of them signals (an operator changing a contact's zone).
+ZONES_TTL = 60.0
 # A freed slot wakes the loop, and at full load slots free one by one: a pass per slot
 # was two statements (campaign list, claim) per call. Waiting this long after such a
 # wake lets one claim serve the slots freed meanwhile; a NOTIFY never waits.
 COALESCE_SECONDS = 0.01
 COALESCE_SHARE = 10  # coalesce while fewer than 1/COALESCE_SHARE of the pool's slots are free
+
+
+@dataclass(frozen=True)
+class _Zones:
+    """The zones of a campaign's open calls, and what they were taken under."""
+
+    taken_at: float  # monotonic
+    generation: int  # the scheduler's NOTIFY generation when the query started
+    total_calls: int  # the campaign's call count the query was read against
+    zones: list[str]
+
+    def current(self, campaign: Campaign, generation: int, now: float) -> bool:
+        """Whether nothing since the scan can have added a zone (as far as we know)."""
+        return (
+            self.generation == generation
+            and self.total_calls == campaign.total_calls
+            and now - self.taken_at <= ZONES_TTL
+        )
 
 
 class Scheduler:
@@ -65,7 +87,8 @@ class Scheduler:
         # empty claim, and a NOTIFY forces housekeeping, which drops the cache.
         self._campaigns: list[Campaign] | None = None
         self._rotation = 0
-        self._zones: dict[uuid.UUID, tuple[float, list[str]]] = {}  # monotonic stamp, zones
+        self._zones: dict[uuid.UUID, _Zones] = {}
+        self._zones_generation = 0  # bumped by every campaign NOTIFY
         self._last = {"housekeeping": 0.0, "heartbeat": 0.0, "rescue": 0.0, "gauge": 0.0}
         self.passes = 0
 
@@ -78,6 +101,9 @@ class Scheduler:
     def on_campaign_notification(self, _payload: str) -> None:
         """A campaign changed status or settings, or contacts were added."""
         self._zones.clear()
+        # A zone query already in flight started before this change: its answer must
+        # not be stored as current (_open_now compares generations).
+        self._zones_generation += 1
         self.wake(housekeeping=True)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -161,17 +187,30 @@ class Scheduler:
         """Whether any contact of the campaign can be inside calling hours now. When
         none can (a Spanish campaign at night), the claim would walk every due call
         to find none: at a million due calls that is seconds of database time per
-        pass, all night. One cheap query on the campaign's few zones answers it."""
+        pass, all night. One cheap query on the campaign's few zones answers it.
+
+        The zones are a cached scan, so they may only hold work back while they are
+        known to be current: never when empty (taken before anything was scheduled:
+        no zone is known, so the claim decides), never once the campaign's call count
+        moved (activation, here or on another instance, or a retry added calls whose
+        zones the set may lack), never across a NOTIFY, and never past ZONES_TTL."""
         if campaign.calling_days is None and (
             campaign.calling_hours_start is None or campaign.calling_hours_end is None
         ):
             return True
         now = time.monotonic()
         cached = self._zones.get(campaign.id)
-        if cached is None or now - cached[0] > ZONES_TTL:
-            cached = (now, await self.store.campaign_zones(campaign))
-            self._zones[campaign.id] = cached
-        return await self.store.any_zone_open(campaign, cached[1])
+        if cached is None or not cached.current(campaign, self._zones_generation, now):
+            generation = self._zones_generation
+            zones = await self.store.campaign_zones(campaign)
+            cached = _Zones(now, generation, campaign.total_calls, zones)
+            if zones and generation == self._zones_generation:
+                self._zones[campaign.id] = cached
+            else:
+                self._zones.pop(campaign.id, None)
+        if not cached.zones:
+            return True
+        return await self.store.any_zone_open(campaign, cached.zones)
 
     async def _claim(self, campaigns: list[Campaign]) -> bool:
         """Claim for this pass's budget; True when the whole budget was used."""

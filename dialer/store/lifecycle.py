@@ -89,7 +89,7 @@ CAMPAIGN_COLUMNS = """
     id, name, status, script_template, caller_id, timezone, schedule_start, schedule_end,
     calling_hours_start, calling_hours_end, calling_days, max_retries, retry_delay_minutes,
     max_concurrent_calls, machine_detection, machine_is_failure, record_calls,
-    ring_timeout_seconds, time_limit_seconds, last_error
+    ring_timeout_seconds, time_limit_seconds, last_error, total_calls
 """
 
 
@@ -458,12 +458,13 @@ class LifecycleStore:
 
     @translate_errors
     async def campaign_zones(self, campaign: Campaign) -> list[str]:
-        """The distinct time zones of the contacts this campaign has scheduled calls
-        for (a scan of its due work: cache it)."""
+        """The distinct time zones of the contacts this campaign has open calls for (a
+        scan of its due work: cache it). Live calls count too: one handed back, or
+        followed by a retry, is due work again without a new zone appearing."""
         rows = await self.pool.fetch(
             "SELECT DISTINCT coalesce(ct.resolved_timezone, $2) AS zone "
             "FROM calls k JOIN contacts ct ON ct.id = k.contact_id "
-            "WHERE k.campaign_id = $1 AND k.status = 'scheduled'",
+            "WHERE k.campaign_id = $1 AND k.status IN ('scheduled', 'pending', 'in_progress')",
             campaign.id,
             campaign.timezone or self.default_timezone,
         )
