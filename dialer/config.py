@@ -142,6 +142,22 @@ class SimulatorSettings(_Section):
     # Multiplies every simulated wait: 0.01 makes a 60 s call last 0.6 s.
     time_scale: float = Field(default=0.02, gt=0)
     seed: int | None = None
+    # Who picks up an answered call: callee spec → relative weight, e.g.
+    # {"press:1" = 6, "press:*,1" = 1, silent = 2, "hangup:4" = 1} (docs/carrier.md#callees).
+    # Empty: every answered human listens for the drawn duration, as before.
+    callees: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("callees")
+    @classmethod
+    def _callees(cls, value: dict[str, float]) -> dict[str, float]:
+        # Imported here: the simulator package imports this module.
+        from dialer.carrier.simulator.callee import parse_callee
+
+        for spec, weight in value.items():
+            parse_callee(spec)  # ValueError names the spec and what is wrong with it
+            if not weight >= 0:
+                raise ValueError(f"callee {spec!r}: weight must be ≥ 0, not {weight}")
+        return value
 
 
 class DialerSettings(_Section):

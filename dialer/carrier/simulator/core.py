@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +16,7 @@ import structlog
 from aiohttp import web
 
 from dialer.carrier import FINAL_TWILIO_STATUSES
+from dialer.carrier.simulator.callee import Callee, parse_callee
 from dialer.carrier.simulator.delivery import Delivery
 from dialer.carrier.simulator.progress import CallProgress
 from dialer.carrier.simulator.records import OUTCOMES, Gate, SimCall, new_sid
@@ -23,6 +24,28 @@ from dialer.carrier.simulator.rest import RestApi, resource
 from dialer.config import SimulatorSettings
 
 log = structlog.get_logger(__name__)
+
+
+def check_outcome(spec: str) -> None:
+    """ValueError naming `spec` unless it is a scripted outcome `Simulator.script` takes."""
+    if spec in OUTCOMES or spec == "hang":
+        return
+    if spec.startswith("error:"):
+        parts = spec.split(":")
+        if len(parts) in (2, 3) and all(p.isdigit() for p in parts[1:]):
+            return
+        raise ValueError(f"outcome {spec!r}: expected error:STATUS[:CODE] with numbers")
+    if spec.startswith("accept-then-hang"):
+        rest = spec.removeprefix("accept-then-hang")
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"outcome {spec!r}: expected accept-then-hang[:OUTCOME]")
+            try:
+                check_outcome(rest[1:])
+            except ValueError as exc:
+                raise ValueError(f"outcome {spec!r}: {exc}") from None
+        return
+    parse_callee(spec)
 
 
 class Simulator:
@@ -62,6 +85,8 @@ class Simulator:
         self.calls: list[SimCall] = []
         self.by_sid: dict[str, SimCall] = {}
         self._scripts: dict[str, list[str]] = {}
+        self._mix: tuple[list[Callee], list[float]] | None = None
+        self._mix_of: dict[str, float] | None = None
         self._create_times: list[float] = []
         self.live = 0
         self.max_concurrent = 0
@@ -72,16 +97,25 @@ class Simulator:
 
     # ---- control surface -------------------------------------------------------------
 
-    def script(self, number: str, outcomes: list[str]) -> None:
+    def script(self, number: str, outcomes: Sequence[str | Callee]) -> None:
         """Outcomes for the next calls to `number`, one per create; the last repeats.
 
-        Call outcomes: answered, busy, no-answer, failed, machine. REST outcomes:
+        Call outcomes: answered (a callee from the `callees` mix; `listen` by
+        default), busy, no-answer, failed, machine (a 10-second greeting), or a callee
+        behaviour, as a `Callee` or its spec string (`press:1`, `press:*,1`, `silent`,
+        `hangup:5`, `machine:8`; see docs/carrier.md#callees). REST outcomes:
         `error:STATUS[:CODE]`, `hang` (no call, no response before `hang_seconds`),
         `accept-then-hang[:OUTCOME]` (the call is created and plays OUTCOME, default
-        answered, but the response is held for `hang_seconds`)."""
+        answered, but the response is held for `hang_seconds`). A number a `<Dial>`
+        calls plays its script too (answered, busy, no-answer or failed).
+
+        ValueError, naming it, for an outcome that is none of these."""
         if not outcomes:
             raise ValueError("script needs at least one outcome")
-        self._scripts[number] = list(outcomes)
+        specs = [o.spec() if isinstance(o, Callee) else o for o in outcomes]
+        for spec in specs:
+            check_outcome(spec)
+        self._scripts[number] = specs
 
     def resource(self, call: SimCall) -> dict[str, Any]:
         """The call as Twilio's JSON resource."""
@@ -184,8 +218,48 @@ class Simulator:
             return "answered"
         return self.rng.choices(OUTCOMES, weights=weights)[0]
 
+    def callee_of(self, outcome: str) -> tuple[str, Callee | None]:
+        """(call outcome, who picks up) for a scripted or drawn outcome; ValueError if
+        it is neither a call outcome nor a callee spec."""
+        if outcome in ("busy", "no-answer", "failed"):
+            return outcome, None
+        if outcome == "answered":
+            return outcome, self._draw_callee()
+        if outcome == "machine":
+            return outcome, Callee.machine()
+        callee = parse_callee(outcome)
+        return ("machine" if callee.is_machine else "answered"), callee
+
+    def _draw_callee(self) -> Callee:
+        mix = self.settings.callees
+        if not mix:
+            return Callee.listen()  # no draw: seeded runs stay as they were
+        if self._mix is None or self._mix_of is not mix:
+            self._mix = ([parse_callee(spec) for spec in mix], list(mix.values()))
+            self._mix_of = mix
+        callees, weights = self._mix
+        if sum(weights) <= 0:
+            return Callee.listen()
+        return self.rng.choices(callees, weights=weights)[0]
+
+    def leg_outcome(self, number: str) -> str:
+        """What a number a `<Dial>` calls does: its scripted outcome, else answered."""
+        if number not in self._scripts:
+            return "answered"
+        outcome = self.next_outcome(number)
+        with contextlib.suppress(ValueError):
+            return self.callee_of(outcome)[0]
+        return "failed"  # a REST outcome (error:…, hang): the leg cannot be placed
+
     def create_call(
-        self, to: str, from_: str, form: dict[str, list[str]], outcome: str, latency: float
+        self,
+        to: str,
+        from_: str,
+        form: dict[str, list[str]],
+        outcome: str,
+        latency: float,
+        *,
+        callee: Callee | None = None,
     ) -> SimCall:
         """Record a new call and start playing its progress."""
         call = SimCall(
@@ -197,6 +271,7 @@ class Simulator:
             outcome=outcome,
             created_at=time.monotonic(),
             created_wall=datetime.now(UTC),
+            callee=callee,
         )
         if twiml := call.param("Twiml"):
             call.twiml = twiml

@@ -14,9 +14,33 @@ import aiohttp
 import structlog
 from twilio.request_validator import RequestValidator
 
-from dialer.carrier.simulator.records import CallbackRecord, SimCall
+from dialer.carrier.simulator.records import API_VERSION, CallbackRecord, SimCall
 
 log = structlog.get_logger(__name__)
+
+
+def base_params(call: SimCall) -> dict[str, str]:
+    """The parameters Twilio puts on every request about a call."""
+    return {
+        "AccountSid": call.account_sid,
+        "ApiVersion": API_VERSION,
+        "CallSid": call.sid,
+        "Called": call.to,
+        "Caller": call.from_,
+        "Direction": "outbound-api",
+        "From": call.from_,
+        "To": call.to,
+    }
+
+
+def call_params(call: SimCall) -> dict[str, str]:
+    """The parameters of a TwiML request (the answer's, a <Gather>'s action, a
+    <Redirect>, a <Dial>'s action): the call's, its status, and AnsweredBy if known."""
+    params = base_params(call)
+    params["CallStatus"] = call.status
+    if call.answered_by:
+        params["AnsweredBy"] = call.answered_by
+    return params
 
 
 class Delivery:
@@ -80,6 +104,7 @@ class Delivery:
                 async with self._session.request(verb, target, data=data, headers=headers) as response:
                     body = await response.text()
                     record.http_status = response.status
+                    record.body = body
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 record.error = type(exc).__name__
                 continue

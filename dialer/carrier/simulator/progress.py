@@ -4,31 +4,23 @@ callbacks Twilio would send for it, the TwiML fetch on answer, and the recording
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from dialer.carrier.simulator.callee import Callee
+from dialer.carrier.simulator.delivery import base_params, call_params
+from dialer.carrier.simulator.interpreter import CallClock, Ended, Interpreter
 from dialer.carrier.simulator.records import API_VERSION, SimCall, new_sid, rfc2822
 
 if TYPE_CHECKING:
     from dialer.carrier.simulator.core import Simulator
 
+# DetectMessageEnd: how long after the greeting a machine's beep (or silence) is
+# heard and reported, and how long it takes to tell a human ("Hello?", then silence).
+MACHINE_END_SECONDS = 1.0
+HUMAN_DETECTION_SECONDS = 2.0
 # Which StatusCallbackEvent name asks for which CallStatus.
 _EVENT_OF = {"initiated": "initiated", "ringing": "ringing", "in-progress": "answered"}
-
-
-def base_params(call: SimCall) -> dict[str, str]:
-    """The parameters Twilio puts on every request about a call."""
-    return {
-        "AccountSid": call.account_sid,
-        "ApiVersion": API_VERSION,
-        "CallSid": call.sid,
-        "Called": call.to,
-        "Caller": call.from_,
-        "Direction": "outbound-api",
-        "From": call.from_,
-        "To": call.to,
-    }
 
 
 class CallProgress:
@@ -85,22 +77,58 @@ class CallProgress:
         ring = sim.rng.uniform(1, max(1, min(timeout, 8)))
         if await self._pause(call, sim.scaled(ring)):
             return await self._finish(call, "canceled", 0, deferred)
-        if call.machine_detection:
-            call.answered_by = "machine_start" if call.outcome == "machine" else "human"
-        sim.transition(call, "in-progress")
-        answered_at = time.monotonic()
-        if url := call.param("Url"):
-            await self._fetch_twiml(call, url)
-        await self._status_event(call, deferred)
-        planned = sim.call_seconds(time_limit)
-        if await self._pause(call, sim.scaled(planned)):
-            elapsed = time.monotonic() - answered_at
-            scale = sim.settings.time_scale if not sim.instant else 1.0
-            planned = min(planned, round(elapsed / scale))
-        await self._finish(call, "completed", planned, deferred)
-        if call.record and (recording_url := call.param("RecordingStatusCallback")):
-            await self._recording(call, recording_url, planned)
+        await self._answered(call, time_limit, deferred)
         return None
+
+    async def _answered(self, call: SimCall, time_limit: int, deferred: list[dict[str, str]]) -> None:
+        """Picked up: detect a machine if asked, fetch the TwiML, let the callee live
+        through it (docs/carrier.md#twiml), then complete with the simulated duration."""
+        sim = self.sim
+        callee = call.callee or Callee.listen()
+        clock = CallClock(sim, call, deadline=float(time_limit), reason="time-limit")
+        sim.transition(call, "in-progress")
+        try:
+            detection_ms = await self._detect(call, callee, clock)
+            body, url = call.twiml, call.param("Url") or None
+            if url is not None:
+                body = await self._fetch_twiml(call, url, detection_ms)
+            await self._status_event(call, deferred)
+            planned = sim.call_seconds(time_limit)
+            if callee.kind == "listen":  # today's answered call: on the line for `planned`
+                clock.end_at(planned, "callee")
+            elif callee.kind == "hangup" and callee.hangup_after is not None:
+                clock.end_at(clock.elapsed + callee.hangup_after, "callee")
+            await Interpreter(sim, call, clock, callee).run(body, url)
+            call.ended_by = "document"
+            if callee.kind == "listen":  # stays until its time is up, as before
+                await clock.wait(clock.deadline - clock.elapsed)
+        except Ended as ended:
+            call.ended_by = ended.reason
+        duration = 0 if sim.instant else round(clock.elapsed)
+        await self._finish(call, "completed", duration, deferred)
+        if call.record and (recording_url := call.param("RecordingStatusCallback")):
+            await self._recording(call, recording_url, duration)
+
+    async def _detect(self, call: SimCall, callee: Callee, clock: CallClock) -> int | None:
+        """Answering-machine detection as Twilio runs it before the TwiML: `Enable`
+        answers at once (machine_start or human); `DetectMessageEnd` waits for a
+        machine's greeting and beep (machine_end_beep/_silence/_other) and takes a
+        moment to hear a human. Returns MachineDetectionDuration (ms) if asked."""
+        if callee.is_machine:
+            call.beep_at = callee.greeting  # when the machine starts recording
+        mode = call.detection_mode
+        if mode == "enable":
+            call.answered_by = "machine_start" if callee.is_machine else "human"
+            return 0
+        if mode != "detectmessageend":
+            return None
+        if callee.is_machine:
+            await clock.wait(callee.greeting + MACHINE_END_SECONDS)
+            call.answered_by = f"machine_end_{callee.machine_end}"
+        else:
+            await clock.wait(HUMAN_DETECTION_SECONDS)
+            call.answered_by = "human"
+        return round(clock.elapsed * 1000)
 
     async def _status_event(self, call: SimCall, deferred: list[dict[str, str]]) -> None:
         """Send the callback for the call's new (non-final) status, if it was asked for."""
@@ -144,13 +172,13 @@ class CallProgress:
         for late in deferred:
             await self._send(call, "status", url, late, method)
 
-    async def _fetch_twiml(self, call: SimCall, url: str) -> None:
-        params = base_params(call)
-        params["CallStatus"] = call.status
-        if call.answered_by:
-            params["AnsweredBy"] = call.answered_by
+    async def _fetch_twiml(self, call: SimCall, url: str, detection_ms: int | None) -> str | None:
+        params = call_params(call)
+        if detection_ms is not None:
+            params["MachineDetectionDuration"] = str(detection_ms)
         body = await self.sim.delivery.send(call, "twiml", url, params, call.param("Method"))
         call.twiml = body
+        return body
 
     async def _recording(self, call: SimCall, url: str, duration: int) -> None:
         sid = new_sid("RE")

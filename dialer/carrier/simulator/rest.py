@@ -16,7 +16,7 @@ import aiohttp
 from aiohttp import web
 
 from dialer.carrier import FINAL_TWILIO_STATUSES
-from dialer.carrier.simulator.records import API_VERSION, OUTCOMES, SimCall, rfc2822
+from dialer.carrier.simulator.records import API_VERSION, SimCall, rfc2822
 
 if TYPE_CHECKING:
     from dialer.carrier.simulator.core import Simulator
@@ -177,9 +177,11 @@ class RestApi:
         hang = outcome.startswith("accept-then-hang")
         if hang:
             outcome = outcome.partition(":")[2] or "answered"
-        if outcome not in OUTCOMES:
+        try:
+            outcome, callee = sim.callee_of(outcome)
+        except ValueError:
             return error(400, 20001, f"simulator: unknown scripted outcome {outcome!r}")
-        call = sim.create_call(to, from_, form, outcome, latency)
+        call = sim.create_call(to, from_, form, outcome, latency, callee=callee)
         # Twilio answers with the call as created (queued), whatever happened since.
         created = resource(call)
         await sim.until_closing(sim.hang_seconds if hang else latency)
