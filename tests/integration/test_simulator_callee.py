@@ -22,7 +22,9 @@ from dialer.config import SimulatorSettings
 from tests.integration.carrier_helpers import ACCOUNT, FAST, FROM, TOKEN, sim  # noqa: F401 - fixture used by name
 
 TO = "+34911200001"
-PROMPT = "Tiene una cita el lunes a las diez. Pulse 1 para confirmar, 2 para cancelar o asterisco para repetir."
+PROMPT = (
+    "Tiene una cita el lunes a las diez. Pulse 1 para confirmar, 2 para cancelar o asterisco para repetir."
+)
 CONFIRMED = "Su cita queda confirmada. Hasta pronto."
 NO_ANSWER = "No hemos recibido respuesta."
 VOICEMAIL = "Le llamamos de la clínica para recordarle su cita del lunes."
@@ -160,7 +162,12 @@ async def test_press_1_posts_digits_and_the_answer_is_heard(
     assert call.heard("su cita queda confirmada")
     assert not call.heard(NO_ANSWER)
     assert (call.status, call.keys, call.ended_by) == ("completed", ["1"], "hangup")
-    assert [h.params["CallStatus"] for h in app.at("/status")] == ["initiated", "ringing", "in-progress", "completed"]
+    assert [h.params["CallStatus"] for h in app.at("/status")] == [
+        "initiated",
+        "ringing",
+        "in-progress",
+        "completed",
+    ]
     assert app.rejected == []
 
 
@@ -176,7 +183,9 @@ async def test_star_repeats_the_menu_then_1_confirms(sim: RunningSimulator, clie
     assert app.rejected == []
 
 
-async def test_no_key_falls_through_then_redirect_repeats(sim: RunningSimulator, client: Client, app: App) -> None:
+async def test_no_key_falls_through_then_redirect_repeats(
+    sim: RunningSimulator, client: Client, app: App
+) -> None:
     """A callee pressing nothing: the gather times out, execution goes on with the verb
     after it; a <Redirect> fetches the next document (signed), which ends the call."""
 
@@ -339,7 +348,9 @@ async def test_relative_action_url_and_get_method_are_signed_like_twilio(
 
     def voice(hit: Hit) -> str:
         r = VoiceResponse()
-        r.gather(num_digits=2, action="next?step=2", method="GET", finish_on_key="#").say("Marque dos cifras.")
+        r.gather(num_digits=2, action="next?step=2", method="GET", finish_on_key="#").say(
+            "Marque dos cifras."
+        )
         return str(r)
 
     def step(hit: Hit) -> str:
@@ -357,7 +368,9 @@ async def test_relative_action_url_and_get_method_are_signed_like_twilio(
     assert call.heard("Ha marcado 42") and app.rejected == []
 
 
-async def test_gather_finish_key_timeout_and_empty_result(sim: RunningSimulator, client: Client, app: App) -> None:
+async def test_gather_finish_key_timeout_and_empty_result(
+    sim: RunningSimulator, client: Client, app: App
+) -> None:
     """Gather input rules: digits then finishOnKey submit without it (FinishedOnKey=#);
     only the finishOnKey is no input; actionOnEmptyResult posts an empty Digits."""
     keyed, only_hash, empty = "+34911200011", "+34911200012", "+34911200013"
@@ -446,7 +459,9 @@ async def test_bad_twiml_is_an_application_error(
     """Malformed or invalid TwiML (and a gather action with nowhere to go, in an
     inline document) ends the call completed with an application error recorded."""
     sim.simulator.script(TO, ["press:1"])
-    created = await client.calls.create_async(to=TO, from_=FROM, twiml=twiml, status_callback=app.url + "/status")
+    created = await client.calls.create_async(
+        to=TO, from_=FROM, twiml=twiml, status_callback=app.url + "/status"
+    )
     await sim.simulator.wait_idle(5)
     call = sim.simulator.call(created.sid)
     assert [e.code for e in call.app_errors] == [code]

@@ -59,7 +59,9 @@ def test_bad_specs_are_refused_by_name(spec: str, says: str) -> None:
 def test_script_refuses_unknown_outcomes_at_once() -> None:
     """Simulator.script checks every outcome when it is given, not at the next dial."""
     sim = Simulator(SimulatorSettings(), account_sid="AC" + "0" * 32, auth_token="t")
-    sim.script("+34911000001", ["busy", "press:*,1", Callee.machine(3), "error:429", "accept-then-hang:silent"])
+    sim.script(
+        "+34911000001", ["busy", "press:*,1", Callee.machine(3), "error:429", "accept-then-hang:silent"]
+    )
     for bad in ("presss:1", "error:x", "accept-then-hang:nope", "accept-then-hangs"):
         with pytest.raises(ValueError, match=re.escape(repr(bad))):
             sim.script("+34911000001", [bad])
