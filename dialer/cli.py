@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dialer import __version__
 from dialer.config import Settings, load_settings
 from dialer.errors import ConfigError, DialerError
-from dialer.logs import configure_logging
+from dialer.logs import configure_logging, url_secrets
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -65,7 +65,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2
-    secrets = [settings.twilio.auth_token.get_secret_value(), settings.database.url.get_secret_value()]
+    secrets = [
+        settings.twilio.auth_token.get_secret_value(),
+        *url_secrets(settings.database.url.get_secret_value()),
+        *url_secrets(settings.database.listen_url.get_secret_value()),
+    ]
     configure_logging(settings.logging.level, settings.logging.format, secrets=secrets, stream=sys.stderr)
     handler: Handler = args.handler
     try:
