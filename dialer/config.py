@@ -12,7 +12,7 @@ import os
 import zoneinfo
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import (
     BaseModel,
@@ -61,8 +61,9 @@ class DatabaseSettings(_Section):
     @classmethod
     def _postgres_url(cls, value: SecretStr) -> SecretStr:
         raw = value.get_secret_value()
-        if raw and urlsplit(raw).scheme not in ("postgres", "postgresql"):
-            raise ValueError("must be a postgresql:// URL (or empty for the embedded server)")
+        problem = postgres_url_problem(raw) if raw else None
+        if problem:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")
@@ -70,6 +71,31 @@ class DatabaseSettings(_Section):
         if self.pool_min_size > self.pool_max_size:
             raise ValueError("pool_min_size must not exceed pool_max_size")
         return self
+
+
+def postgres_url_problem(url: str) -> str | None:
+    """Why `url` is not a usable postgresql:// URL, or None. The reason never quotes
+    the URL: whatever part of it could not be parsed may be a piece of the password.
+    The checks are those the driver's own parser would fail on with a raw ValueError
+    (which prints the offending piece)."""
+    try:
+        parts = urlsplit(url)
+        if parts.scheme not in ("postgres", "postgresql"):
+            return "must be a postgresql:// URL (or empty for the embedded server)"
+        if "@" in parts.path + parts.fragment or ("@" in parts.query and "@" not in parts.netloc):
+            # user:pa?ss@host: the password ended the host part early.
+            return (
+                "cannot be parsed: the user name or password contains a '/', '?' or '#'; "
+                "percent-encode it in the URL (%2F, %3F, %23)"
+            )
+        for host in parts.netloc.rpartition("@")[2].split(","):
+            _, colon, port = host.rpartition("]")[2].rpartition(":")  # [::1]:5432 too
+            if colon and not port.isdigit():
+                return "cannot be parsed: a port is not a number"
+        parse_qsl(parts.query, strict_parsing=True)
+    except ValueError:
+        return "cannot be parsed as a postgresql:// URL (percent-encode special characters)"
+    return None
 
 
 class HttpSettings(_Section):

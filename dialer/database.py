@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import asyncpg
 
-from dialer.config import DatabaseSettings
+from dialer.config import DatabaseSettings, postgres_url_problem
 from dialer.embedded import EmbeddedPostgres
 from dialer.errors import ConfigError, DatabaseUnavailable
 
@@ -120,6 +120,7 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 async def connect(url: str, settings: DatabaseSettings | None = None) -> asyncpg.Connection:
     """One connection (CLI commands, LISTEN, migrations)."""
     settings = settings or DatabaseSettings()
+    _parseable(url)
     try:
         conn: asyncpg.Connection = await asyncpg.connect(
             url,
@@ -143,6 +144,7 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 async def create_pool(url: str, settings: DatabaseSettings) -> asyncpg.Pool:
     """The work pool of the daemon."""
+    _parseable(url)
     try:
         pool: asyncpg.Pool = await asyncpg.create_pool(
             url,
@@ -179,11 +181,23 @@ def with_database(url: str, name: str) -> str:
     return urlunsplit(urlsplit(url)._replace(path="/" + name))
 
 
+def _parseable(url: str) -> None:
+    """The driver reports a URL it cannot parse with a raw ValueError quoting the
+    piece it choked on, which may be part of the password: refuse first, quoting
+    nothing (configured URLs were checked on load; this covers built ones)."""
+    problem = postgres_url_problem(url)
+    if problem:
+        raise ConfigError(f"database URL {problem}")
+
+
 def describe_url(url: str) -> str:
     """host:port/dbname of a URL, for messages: never the user or password."""
-    parts = urlsplit(url)
-    host = parts.hostname or "localhost"
-    port = f":{parts.port}" if parts.port else ""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "localhost"
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # a password with an unencoded '/', '?' or '#' cut the host short
+        return "(an unparseable URL)"
     return f"{host}{port}{parts.path or '/'}"
 
 
