@@ -137,6 +137,7 @@ def daemon_settings(db_url: str, simulator_url: str, **dialer: Any) -> Settings:
         twilio={"from_number": FROM_NUMBER, "api_base_url": simulator_url},
         simulator={"min_latency_ms": 0, "max_latency_ms": 0, "seed": 7},
         dialer=knobs,
+        console={"enabled": False},  # bench/console.py turns it on
         logging={"level": "error"},
     )
 

@@ -150,6 +150,7 @@ def daemon_process(url: str, sim_url: str, workdir: Path) -> Iterator[subprocess
         "DIALER_HTTP__PORT": str(port),
         "DIALER_HTTP__PUBLIC_URL": f"http://127.0.0.1:{port}",
         "DIALER_CARRIER__KIND": "simulator",
+        "DIALER_CONSOLE__ENABLED": "false",
         "DIALER_TWILIO__FROM_NUMBER": FROM_NUMBER,
         "DIALER_TWILIO__API_BASE_URL": sim_url,
         "DIALER_DIALER__CALLS_PER_SECOND": "200",

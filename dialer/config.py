@@ -8,6 +8,7 @@ file, then the defaults below.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import zoneinfo
 from pathlib import Path
@@ -208,6 +209,89 @@ class DialerSettings(_Section):
         return value
 
 
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+MIN_TOKEN_CHARS = 16
+
+
+class ConsoleSettings(_Section):
+    """The operator console (docs/console.md): web pages served by `dialer run` on a
+    listener of their own, never on the carrier's callback port."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8081, ge=0, le=65535)
+    # The address browsers use when a proxy is in front; empty: http://host:port.
+    public_url: str = ""
+    # Sign-in secrets. With none set the console is open to whoever can reach it,
+    # which is allowed on a loopback address only.
+    token: SecretStr = SecretStr("")  # operator role: may start, pause, resume, cancel, upload
+    password_hash: SecretStr = SecretStr("")  # operator role by password (`dialer console hash-password`)
+    read_only_token: SecretStr = SecretStr("")  # read-only role: sees everything, changes nothing
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
+    # Live updates: at most one snapshot per page kind per interval, however many tabs.
+    refresh_seconds: float = Field(default=1.0, ge=0.1, le=60)
+    max_live_clients: int = Field(default=100, ge=1, le=10_000)
+    max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an absolute http(s) URL such as https://dialer.example.com/console")
+        if parts.query or parts.fragment:
+            raise ValueError("must not carry a query string or fragment")
+        return value.rstrip("/")
+
+    @field_validator("token", "read_only_token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        raw = value.get_secret_value()
+        if raw and len(raw) < MIN_TOKEN_CHARS:
+            raise ValueError(
+                f"must be at least {MIN_TOKEN_CHARS} characters "
+                "(python3 -c 'import secrets; print(secrets.token_urlsafe())' makes one)"
+            )
+        return value
+
+    @field_validator("password_hash")
+    @classmethod
+    def _hash_format(cls, value: SecretStr) -> SecretStr:
+        from dialer.console.passwords import check_hash_format
+
+        raw = value.get_secret_value()
+        if raw:
+            check_hash_format(raw)
+        return value
+
+    @property
+    def requires_sign_in(self) -> bool:
+        """Any secret configured: every visitor signs in."""
+        return any(
+            s.get_secret_value() for s in (self.token, self.password_hash, self.read_only_token)
+        )
+
+    @model_validator(mode="after")
+    def _open_only_on_loopback(self) -> ConsoleSettings:
+        if self.enabled and not self.requires_sign_in and not is_loopback(self.host):
+            raise ValueError(
+                f"host {self.host} is not a loopback address: set console.token (or "
+                "console.password_hash) so the console asks for sign-in, or console.enabled = false"
+            )
+        return self
+
+
 class LoggingSettings(_Section):
     """Log output."""
 
@@ -230,6 +314,7 @@ class Settings(BaseSettings):
     twilio: TwilioSettings = TwilioSettings()
     simulator: SimulatorSettings = SimulatorSettings()
     dialer: DialerSettings = DialerSettings()
+    console: ConsoleSettings = ConsoleSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @model_validator(mode="after")

@@ -39,10 +39,15 @@ class Listener:
     ) -> None:
         self._url = url
         self._settings = settings
-        self._channels = dict(channels)
+        self._channels: dict[str, list[Handler]] = {name: [handler] for name, handler in channels.items()}
         self._on_connected = on_connected
         self._connected = asyncio.Event()
         self.reconnects = 0
+
+    def add_handler(self, channel: str, handler: Handler) -> None:
+        """Another consumer of a channel (the console's live hub): every handler of a
+        channel gets every payload, over the same one connection. Add before `run`."""
+        self._channels.setdefault(channel, []).append(handler)
 
     @property
     def connected(self) -> bool:
@@ -65,8 +70,8 @@ class Listener:
             try:
                 conn = await database.connect(self._url, self._settings)
                 conn.add_termination_listener(_setter(lost))
-                for channel, handler in self._channels.items():
-                    await conn.add_listener(channel, _adapter(handler))
+                for channel, handlers in self._channels.items():
+                    await conn.add_listener(channel, _adapter(handlers))
                 self._connected.set()
                 backoff = BACKOFF_START
                 log.info("listen_connected", channels=sorted(self._channels), reconnects=self.reconnects)
@@ -99,11 +104,12 @@ def _setter(event: asyncio.Event) -> Callable[[object], None]:
     return lambda _conn: event.set()
 
 
-def _adapter(handler: Handler) -> Callable[[object, int, str, object], None]:
+def _adapter(handlers: list[Handler]) -> Callable[[object, int, str, object], None]:
     def callback(_conn: object, _pid: int, _channel: str, payload: object) -> None:
-        try:
-            handler(str(payload))
-        except Exception:  # a bad payload must not kill the LISTEN connection
-            log.exception("notification_handler_failed", payload=payload)
+        for handler in handlers:
+            try:
+                handler(str(payload))
+            except Exception:  # a bad payload must not kill the LISTEN connection (or the next handler)
+                log.exception("notification_handler_failed", payload=payload)
 
     return callback

@@ -194,8 +194,9 @@ def _console() -> Console:
     return Console(file=sys.stdout, highlight=False, width=width)
 
 
-async def _open_campaign(conn: Connection, campaign_id: uuid.UUID) -> dict[str, Any]:
-    """The campaign, or CommandFailed when it does not exist or is final."""
+async def open_campaign(conn: Connection, campaign_id: uuid.UUID) -> dict[str, Any]:
+    """The campaign, or CommandFailed when it does not exist or is final (an import
+    into it is refused: the CLI's and the console's alike)."""
     campaign = await CampaignStore(conn).get(campaign_id)
     if campaign is None:
         raise CommandFailed(f"no campaign with id {campaign_id}")
@@ -209,7 +210,7 @@ async def _import_contacts(
 ) -> int:
     """Shared by `contacts import` and `campaign add-contacts --csv`."""
     if campaign_id is not None:
-        await _open_campaign(conn, campaign_id)
+        await open_campaign(conn, campaign_id)
     if not sys.stdout.isatty():
         result = await import_csv(conn, path, campaign_id=campaign_id, default_region=region, report=print)
     else:
@@ -274,25 +275,32 @@ async def _campaign_create(args: argparse.Namespace, conn: Connection) -> int:
 async def _campaign_add_contacts(args: argparse.Namespace, conn: Connection) -> int:
     if args.csv:
         return await _import_contacts(conn, Path(args.csv), args.id, args.default_region)
-    await _open_campaign(conn, args.id)
+    await open_campaign(conn, args.id)
     added = await CampaignStore(conn).add_all_contacts(args.id)
     print(f"added {added} contacts to campaign {args.id}")
     return 0
 
 
-def _transition(command: str) -> Callable[[argparse.Namespace, Connection], Awaitable[int]]:
+async def steer(store: CampaignStore, campaign_id: uuid.UUID, command: str) -> str:
+    """Apply a steering command (start, pause, resume, cancel) and return the new
+    status; CommandFailed with the reason when the change is refused. The CLI and the
+    console both steer through here, so both refuse alike and say the same."""
     allowed, target = TRANSITIONS[command]
+    result = await store.transition(campaign_id, allowed, target)
+    if result.status is None:
+        raise CommandFailed(f"no campaign with id {campaign_id}")
+    if not result.changed:
+        expected = " or ".join(sorted(allowed))
+        raise CommandFailed(
+            f"campaign {campaign_id} is {result.status}: cannot {command} it (only a {expected} campaign)"
+        )
+    log.debug("campaign_status_set", campaign_id=str(campaign_id), status=target, command=command)
+    return target
 
+
+def _transition(command: str) -> Callable[[argparse.Namespace, Connection], Awaitable[int]]:
     async def run(args: argparse.Namespace, conn: Connection) -> int:
-        result = await CampaignStore(conn).transition(args.id, allowed, target)
-        if result.status is None:
-            raise CommandFailed(f"no campaign with id {args.id}")
-        if not result.changed:
-            expected = " or ".join(sorted(allowed))
-            raise CommandFailed(
-                f"campaign {args.id} is {result.status}: cannot {command} it (only a {expected} campaign)"
-            )
-        log.debug("campaign_status_set", campaign_id=str(args.id), status=target, command=command)
+        target = await steer(CampaignStore(conn), args.id, command)
         print(f"campaign {args.id} is now {target}")
         return 0
 

@@ -26,6 +26,7 @@ from dialer.carrier.simulator import (
 )
 from dialer.carrier.twilio import TwilioCarrier
 from dialer.config import Settings, TwilioSettings
+from dialer.console import app as console
 from dialer.errors import DatabaseUnavailable
 from dialer.listener import Listener
 from dialer.metrics import Metrics
@@ -68,6 +69,8 @@ class Daemon:
         self._carrier: TwilioCarrier | None = None
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._console_context: contextlib.AbstractAsyncContextManager[console.RunningConsole] | None = None
+        self.console: console.RunningConsole | None = None
         self._scheduler_stop = asyncio.Event()
         self.store: LifecycleStore
         self.pool: CallPool
@@ -139,6 +142,10 @@ class Daemon:
             )
         )
         self._runner = await webhooks.serve(app, s.http.host, s.http.port)
+        if s.console.enabled:  # its own listener and pool; fed by ours (docs/console.md)
+            context = console.run_console(s, self.db_url, self.listener, self.instance_id)
+            self.console = await context.__aenter__()
+            self._console_context = context
         self._spawn("listener", self.listener.run)
         if not await self.listener.wait_connected(READY_TIMEOUT):
             log.warning("listen_not_ready", waited_seconds=READY_TIMEOUT)
@@ -269,6 +276,9 @@ class Daemon:
             with contextlib.suppress(Exception):
                 await self.store.return_unstarted()
                 await self.store.mark_stopped()
+        if self._console_context is not None:
+            await self._console_context.__aexit__(None, None, None)
+            self._console_context = self.console = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

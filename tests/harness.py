@@ -43,6 +43,7 @@ def daemon_settings(db_url: str, simulator_url: str | None = None, **dialer: Any
             "time_scale": 0.01, "seed": 7,
         },
         dialer=knobs,
+        console={"enabled": False},  # tests that want the console turn it on (tests/console_helpers.py)
         logging={"level": "warning"},
     )
 
@@ -71,6 +72,7 @@ def daemon_env(db_url: str, simulator_url: str, port: int, **dialer: Any) -> dic
             "DIALER_HTTP__PORT": str(port),
             "DIALER_HTTP__PUBLIC_URL": f"http://127.0.0.1:{port}",
             "DIALER_CARRIER__KIND": "simulator",
+            "DIALER_CONSOLE__ENABLED": "false",
             "DIALER_TWILIO__API_BASE_URL": simulator_url,
             "DIALER_TWILIO__FROM_NUMBER": FROM_NUMBER,
             "DIALER_LOGGING__FORMAT": "json",

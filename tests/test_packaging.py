@@ -15,15 +15,31 @@ from dialer import migrate
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_wheel_ships_every_migration(tmp_path: Path) -> None:
-    """Every sql/NNNN_*.sql is in the wheel under share/dialer/sql."""
+@pytest.fixture(scope="module")
+def wheel_names(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """The file names inside a wheel built from this checkout (built once per module)."""
+    out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(REPO)],
         check=True, capture_output=True, timeout=120,
     )
-    (wheel,) = tmp_path.glob("dialer-*.whl")
-    shipped = {Path(n).name for n in zipfile.ZipFile(wheel).namelist() if "/share/dialer/sql/" in n}
+    (wheel,) = out.glob("dialer-*.whl")
+    return zipfile.ZipFile(wheel).namelist()
+
+
+def test_wheel_ships_every_migration(wheel_names: list[str]) -> None:
+    """Every sql/NNNN_*.sql is in the wheel under share/dialer/sql."""
+    shipped = {Path(n).name for n in wheel_names if "/share/dialer/sql/" in n}
     assert shipped == {p.name for p in (REPO / "sql").glob("*.sql")}
+
+
+def test_wheel_ships_console_templates_and_static_files(wheel_names: list[str]) -> None:
+    """The console's templates, stylesheet, vendored htmx files and their licences are package data."""
+    console = REPO / "dialer" / "console"
+    expected = {f"dialer/console/templates/{p.name}" for p in (console / "templates").glob("*.html")}
+    expected |= {f"dialer/console/static/{p.name}" for p in (console / "static").iterdir()}
+    assert {"dialer/console/static/htmx.LICENSE", "dialer/console/static/sse.LICENSE"} <= expected
+    assert expected <= set(wheel_names)
 
 
 def test_installed_copy_is_found_without_a_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

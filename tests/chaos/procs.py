@@ -56,6 +56,7 @@ class DaemonProcess:
             "DIALER_HTTP__PORT": str(self.port),
             "DIALER_HTTP__PUBLIC_URL": f"http://127.0.0.1:{self.port}",
             "DIALER_CARRIER__KIND": "simulator",
+            "DIALER_CONSOLE__ENABLED": "false",
             "DIALER_TWILIO__API_BASE_URL": sim_url,
             "DIALER_TWILIO__FROM_NUMBER": FROM_NUMBER,
             "DIALER_LOGGING__LEVEL": "info",
