@@ -50,8 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     # that `dialer --help` stays fast and `dialer migrate` needs nothing else.
     from dialer import demo, operator, service
     from dialer.carrier import simulator
+    from dialer.console import cli as console
 
-    for module in (service, simulator, operator, demo):
+    for module in (service, simulator, operator, demo, console):
         module.register_cli(sub)
     return parser
 

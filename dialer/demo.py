@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import csv
 import random
+import signal
 import socket
 import sys
 import tempfile
@@ -25,7 +26,7 @@ from typing import Any
 from rich.console import Console
 
 from dialer import database
-from dialer.config import Settings
+from dialer.config import ConsoleSettings, Settings
 from dialer.embedded import EmbeddedPostgres
 from dialer.importer import import_csv
 from dialer.logs import configure_logging
@@ -107,12 +108,23 @@ def write_contacts_csv(path: Path, count: int, rng: random.Random) -> list[str]:
     return numbers
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def demo_settings(settings: Settings, port: int) -> Settings:
     """The configured settings, with what the demo needs: its own port, the
-    in-process simulator, a caller id, and a pace that finishes in well under a
-    minute."""
+    in-process simulator, a caller id, a pace that finishes in well under a
+    minute, and the console open on loopback (the configured port when it is free)."""
+    console_port = settings.console.port if _port_free(settings.console.port) else _free_port()
     return settings.model_copy(
         update={
+            "console": ConsoleSettings(host="127.0.0.1", port=console_port, refresh_seconds=0.5),
             "http": settings.http.model_copy(update={"port": port, "public_url": f"http://127.0.0.1:{port}"}),
             "carrier": settings.carrier.model_copy(update={"kind": "simulator"}),
             "twilio": settings.twilio.model_copy(
@@ -131,8 +143,11 @@ def demo_settings(settings: Settings, port: int) -> Settings:
     )
 
 
-async def run_demo(settings: Settings, contacts: int, seed: int | None, console: Console) -> int:
-    """Run the demo to the end; returns the exit code."""
+async def run_demo(
+    settings: Settings, contacts: int, seed: int | None, console: Console, *, linger: bool = False
+) -> int:
+    """Run the demo to the end (and, with `linger`, keep everything up until Ctrl-C or
+    SIGTERM); returns the exit code."""
     rng = random.Random(seed)  # noqa: S311 - demo data, not security
     server = EmbeddedPostgres(settings.database.data_dir / "demo")
     console.print(f"[bold]dialer demo[/]: starting PostgreSQL under {server.data_dir}")
@@ -143,11 +158,31 @@ async def run_demo(settings: Settings, contacts: int, seed: int | None, console:
         daemon = Daemon(demo_settings(settings, _free_port()), db_url=db_url)
         await daemon.start()
         try:
-            return await _campaign(daemon, db_url, contacts, rng, console)
+            if daemon.console is not None:
+                console.print(f"console: [bold]{daemon.console.url}/[/] (open it to watch the campaign)")
+            code = await _campaign(daemon, db_url, contacts, rng, console)
+            if linger:
+                await _linger(daemon, console)
+            return code
         finally:
             await daemon.stop(drain_seconds=5)
     finally:
         await asyncio.to_thread(server.stop)
+
+
+async def _linger(daemon: Daemon, console: Console) -> None:
+    """Keep the database, the daemon and the console up until Ctrl-C or SIGTERM."""
+    url = f"{daemon.console.url}/" if daemon.console is not None else "(console disabled)"
+    console.print(f"\neverything stays up: the console is at {url} — Ctrl-C stops it")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
 
 async def _campaign(daemon: Daemon, db_url: str, count: int, rng: random.Random, console: Console) -> int:
@@ -228,7 +263,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     console = Console()
     # The progress view is the demo's output; the daemon's info lines would bury it.
     configure_logging("warning", settings.logging.format, stream=sys.stderr)
-    return asyncio.run(run_demo(settings, args.contacts, args.seed, console))
+    return asyncio.run(run_demo(settings, args.contacts, args.seed, console, linger=args.linger))
 
 
 def register_cli(sub: Any) -> None:
@@ -236,4 +271,9 @@ def register_cli(sub: Any) -> None:
     p = sub.add_parser("demo", help="run a demo campaign on an embedded PostgreSQL and the simulator")
     p.add_argument("--contacts", type=int, default=200, help="how many contacts to call (default 200)")
     p.add_argument("--seed", type=int, default=None, help="random seed for reproducible data")
+    p.add_argument(
+        "--linger",
+        action="store_true",
+        help="keep the database, the daemon and the console up after the campaign ends (until Ctrl-C)",
+    )
     p.set_defaults(handler=_run)

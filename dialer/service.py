@@ -26,7 +26,7 @@ from dialer.carrier.simulator import (
 )
 from dialer.carrier.twilio import TwilioCarrier
 from dialer.config import Settings, TwilioSettings
-from dialer.console import app as console
+from dialer.console import server as console
 from dialer.errors import DatabaseUnavailable
 from dialer.listener import Listener
 from dialer.metrics import Metrics

@@ -14,7 +14,8 @@ import aiohttp
 import asyncpg
 
 from dialer.config import ConsoleSettings, Settings
-from dialer.console.app import RunningConsole, create_app, serve
+from dialer.console.app import create_app
+from dialer.console.server import RunningConsole, serve
 from dialer.service import Daemon
 from dialer.store.console import ConsoleStore
 from tests.harness import daemon_settings, free_port

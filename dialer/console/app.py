@@ -10,14 +10,12 @@ counts, never contact data.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import secrets
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -28,14 +26,12 @@ import structlog
 from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp_sse import sse_response
 
-from dialer import database
-from dialer.config import ConsoleSettings, Settings
+from dialer.config import ConsoleSettings
 from dialer.console import charts, views
 from dialer.console.auth import MULTIPART_KEY, Gate, Role
 from dialer.console.live import Event, LiveHub, TooManyClients
-from dialer.errors import DialerError, ImportRejected
+from dialer.errors import DatabaseUnavailable, DialerError, ImportRejected
 from dialer.importer import import_csv
-from dialer.listener import Listener
 from dialer.operator import TRANSITIONS, open_campaign, steer
 from dialer.status import idle_reason
 from dialer.store.console import ConsoleStore, ContactFilter
@@ -205,6 +201,8 @@ class Handlers:
             return await self._campaign(request, campaign_id, notice=notice, status=400)
         try:
             target = await steer(self.store.campaigns(), campaign_id, command)
+        except DatabaseUnavailable:
+            raise
         except DialerError as exc:
             log.info("console_action_refused", campaign_id=str(campaign_id), command=command)
             return await self._campaign(request, campaign_id, notice=Notice(False, str(exc)), status=409)
@@ -230,6 +228,8 @@ class Handlers:
                     result = await import_csv(
                         conn, path, campaign_id=campaign_id, default_region=region, report=lines.append
                     )
+            except DatabaseUnavailable:
+                raise
             except (ImportRejected, DialerError) as exc:
                 # The importer names its temporary path; the operator knows the file as "the file".
                 text = str(exc).replace(str(path), "the file")
@@ -350,6 +350,9 @@ async def _headers(request: web.Request, handler: Any) -> web.StreamResponse:
     except web.HTTPException as exc:
         exc.headers.update(SECURITY_HEADERS)
         raise
+    except DatabaseUnavailable as exc:
+        log.warning("console_database_unavailable", path=request.path, error=str(exc))
+        response = web.Response(status=503, text=f"{exc}\n", headers={"Retry-After": "5"})
     if not response.prepared:
         response.headers.update(SECURITY_HEADERS)
     # Paths carry ids only; query strings are never logged.
@@ -411,73 +414,3 @@ def create_app(
     r.add_post("/logout", handlers.logout, name="logout")
     r.add_static("/static", HERE / "static", name="static")
     return app
-
-
-@dataclass
-class RunningConsole:
-    """A console being served: its URL, and its hub (the listener feeds it)."""
-
-    url: str
-    hub: LiveHub
-    runner: web.AppRunner
-
-
-@asynccontextmanager
-async def serve(app: web.Application, settings: ConsoleSettings) -> AsyncIterator[RunningConsole]:
-    """Serve the app on the console's own host and port, with its live hub running;
-    everything stops on exit (open live streams end first, so nothing waits on them)."""
-    handlers = app[HANDLERS_KEY]
-    # A browser that goes away cancels its handler: live streams never linger.
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=2.0)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
-    try:
-        await site.start()
-    except OSError as exc:
-        await runner.cleanup()
-        raise DialerError(
-            f"console: cannot listen on {settings.host}:{settings.port} ({exc.strerror}); "
-            "set console.port, or console.enabled = false"
-        ) from None
-    port = views.bound_port(runner)
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    url = settings.public_url or f"http://{host}:{port}"
-    hub_task = asyncio.create_task(handlers.hub.run(), name="console_hub")
-    log.info("console_started", url=url, sign_in=handlers.gate.credentials.required)
-    try:
-        yield RunningConsole(url=url, hub=handlers.hub, runner=runner)
-    finally:
-        handlers.hub.close()
-        await hub_task
-        await runner.cleanup()
-
-
-LISTEN_CHANNELS: Final = ("dialer_campaign", "dialer_contacts", "dialer_call")
-CONSOLE_POOL_SIZE: Final = 3  # snapshot passes, page loads and an upload at once
-
-
-@asynccontextmanager
-async def run_console(
-    settings: Settings, db_url: str, listener: Listener, instance_id: uuid.UUID
-) -> AsyncIterator[RunningConsole]:
-    """The console of one `dialer run`: a small pool of its own (a busy page never
-    takes a connection the engine waits for), its hub fed by the daemon's existing
-    LISTEN connection (no second listener), its own host and port."""
-    pool_settings = settings.database.model_copy(
-        update={"pool_min_size": 1, "pool_max_size": CONSOLE_POOL_SIZE}
-    )
-    pool = await database.create_pool(db_url, pool_settings)
-    try:
-        store = ConsoleStore(
-            pool,
-            default_timezone=settings.dialer.default_timezone,
-            instance_timeout_seconds=settings.dialer.instance_timeout_seconds,
-        )
-        app = create_app(settings.console, store, instance_id=instance_id, port=settings.console.port)
-        hub = app[HANDLERS_KEY].hub
-        for channel in LISTEN_CHANNELS:
-            listener.add_handler(channel, hub.notify)
-        async with serve(app, settings.console) as running:
-            yield running
-    finally:
-        await pool.close()

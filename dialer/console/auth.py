@@ -45,6 +45,8 @@ SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 READ_ROUTES: Final = frozenset({"login", "logout", "filter"})
 # Routes anyone may reach signed out.
 PUBLIC_ROUTES: Final = frozenset({"login", "login_form", "static"})
+# Live streams: a signed-out one gets 401 (an EventSource cannot follow a redirect to a form).
+STREAM_ROUTES: Final = frozenset({"events", "events_campaign"})
 SESSION_KEY: Final[web.RequestKey[Session]] = web.RequestKey("console_session")
 MULTIPART_KEY: Final[web.RequestKey[MultipartReader]] = web.RequestKey("console_multipart")
 SIGN_IN_FAILURES: Final = 10  # per client address per window; then 429 until the window passes
@@ -286,9 +288,9 @@ class Gate:
     async def _admit(self, request: web.Request, session: Session, handler: Handler) -> web.StreamResponse:
         route = request.match_info.route.name
         if session.role is Role.NONE and route not in PUBLIC_ROUTES:
-            if request.method in SAFE_METHODS and route != "events":
+            if request.method in SAFE_METHODS and route not in STREAM_ROUTES:
                 raise web.HTTPSeeOther(f"{self.base_path}/login")
-            status = 401 if route == "events" else 403
+            status = 401 if route in STREAM_ROUTES else 403
             return web.Response(status=status, text="sign in first\n")
         if request.method not in SAFE_METHODS:
             if not self._origin_allowed(request):

@@ -86,6 +86,7 @@ class LiveHub:
         self._last_sent: dict[tuple[str, str], str] = {}
         self._wake = asyncio.Event()
         self._closed = False
+        self._failing: set[str] = set()  # topics whose last render failed (logged once)
         self.notifications = 0
         self.renders = 0  # topic snapshots taken: what the database pays for live pages
 
@@ -151,8 +152,11 @@ class LiveHub:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the database may be away; the next pass tries again
-                log.warning("console_live_render_failed", topic=topic.split(":")[0], error=str(exc))
+                if topic not in self._failing:
+                    self._failing.add(topic)
+                    log.warning("console_live_render_failed", topic=topic.split(":")[0], error=str(exc))
                 continue
+            self._failing.discard(topic)
             self.renders += 1
             for event, data in events:
                 key = (topic, event)

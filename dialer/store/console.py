@@ -20,6 +20,7 @@ from typing import Any, cast
 
 import asyncpg
 
+from dialer.database import translate_errors
 from dialer.status import DialingSnapshot
 from dialer.store.campaigns import CampaignProgress, CampaignStore
 
@@ -212,6 +213,7 @@ class ConsoleStore:
     # Responses per campaign (issue 13, campaign_contacts.response) join the board here
     # once that column exists: a jsonb_object_agg of response → count, like dispositions.
 
+    @translate_errors
     async def board(self, limit: int = BOARD_LIMIT) -> Board:
         """Every campaign (open ones first, newest first) with its live figures."""
         rows = await self._pool.fetch(self.BOARD, self.default_timezone, self.instance_timeout_seconds, limit)
@@ -293,6 +295,7 @@ class ConsoleStore:
         LIMIT $2
     """
 
+    @translate_errors
     async def campaign_page(self, campaign_id: uuid.UUID) -> CampaignPage | None:
         """One campaign's counters, charts and recent failures, in one snapshot."""
         async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
@@ -368,6 +371,7 @@ class ConsoleStore:
         LIMIT $4 OFFSET $5
     """
 
+    @translate_errors
     async def contacts(self, campaign_id: uuid.UUID, f: ContactFilter) -> list[dict[str, Any]]:
         """The campaign's contacts matching the filter, with their last attempt."""
         rows = await self._pool.fetch(
@@ -391,6 +395,7 @@ class ConsoleStore:
         LIMIT $5 OFFSET $6
     """
 
+    @translate_errors
     async def attempts(self, campaign_id: uuid.UUID, f: ContactFilter) -> list[dict[str, Any]]:
         """The campaign's call attempts matching the filter, newest first."""
         rows = await self._pool.fetch(
@@ -415,6 +420,7 @@ class ConsoleStore:
         ORDER BY i.stopped_at IS NOT NULL, i.started_at, i.id
     """
 
+    @translate_errors
     async def instances(self) -> list[Instance]:
         """Running (and recently stopped) daemons, with heartbeat age and live calls."""
         rows = await self._pool.fetch(self.INSTANCES)
@@ -432,6 +438,7 @@ class ConsoleStore:
             for r in rows
         ]
 
+    @translate_errors
     async def campaign_exists(self, campaign_id: uuid.UUID) -> bool:
         """Whether the campaign exists (a page for an unknown id is a 404)."""
         return bool(await self._pool.fetchval("SELECT true FROM campaigns WHERE id = $1", campaign_id))

@@ -83,7 +83,7 @@ async def test_board_and_campaign_page_update_live_without_a_reload(
     in place (the page is never reloaded); screenshots of the board and the campaign page."""
     cid = await make_campaign(conn, 300, name="Flu shot reminders")
     await make_campaign(conn, 40, name="Follow-up survey")
-    async with console_daemon(db_url, sim.url, calls_per_second=60, bucket_size=5) as daemon, chromium() as ctx:
+    async with console_daemon(db_url, sim.url, calls_per_second=100, bucket_size=5) as daemon, chromium() as ctx:
         assert daemon.console is not None
         page = await ctx.new_page()
         await page.goto(f"{daemon.console.url}/")
@@ -110,7 +110,8 @@ async def test_board_and_campaign_page_update_live_without_a_reload(
         )
         assert await page.evaluate("() => window.__notReloaded === true")
         await page.wait_for_function("() => document.querySelector('.status-line').innerText.includes('completed')")
-        await page.screenshot(path=str(artifacts / "console-campaign.png"), full_page=True)
+        await page.set_viewport_size({"width": 1280, "height": 1320})
+        await page.screenshot(path=str(artifacts / "console-campaign.png"))
     assert (artifacts / "console-board.png").stat().st_size > 10_000
 
 
@@ -118,7 +119,8 @@ async def test_pause_in_the_page_pauses_the_campaign_and_dialing_stops(
     db_url: str, sim: RunningSimulator, conn: asyncpg.Connection
 ) -> None:
     """The Pause button (used from the keyboard) sets campaigns.status = 'paused'; once the
-    live calls end, no further call reaches the carrier."""
+    live calls end, no further call reaches the carrier. A resume made elsewhere (SQL)
+    brings the Pause button back without a reload."""
     cid = await make_campaign(conn, 300)
     async with console_daemon(db_url, sim.url, calls_per_second=20, bucket_size=2) as daemon, chromium() as ctx:
         assert daemon.console is not None
@@ -151,6 +153,11 @@ async def test_pause_in_the_page_pauses_the_campaign_and_dialing_stops(
             cid,
         ) > 0, "the campaign finished before the pause: nothing was left to stop"
         await page.wait_for_selector(".status-line >> text=paused")
+        await page.evaluate("() => { window.__notReloaded = true }")
+        await conn.execute("UPDATE campaigns SET status = 'active' WHERE id = $1", cid)
+        await page.get_by_role("button", name="Pause").wait_for()
+        assert await page.get_by_role("button", name="Resume").count() == 0
+        assert await page.evaluate("() => window.__notReloaded === true")
 
 
 async def test_an_illegal_action_shows_the_databases_reason_with_javascript_off(

@@ -53,6 +53,8 @@ async def test_signed_out_requests_are_refused(pool: asyncpg.Pool, conn: asyncpg
             assert r.status == 303
         async with http.get(f"{console.url}/events/board") as r:
             assert r.status == 401
+        async with http.get(f"{console.url}/events/campaigns/{cid}") as r:
+            assert r.status == 401
         async with http.get(f"{console.url}/login") as r:
             token = csrf_of(await r.text())
         async with http.post(f"{console.url}/campaigns/{cid}/actions/start", data={"csrf_token": token}) as r:

@@ -13,6 +13,7 @@ import pytest
 from dialer.database import DATABASE_ERRORS, translate_errors
 from dialer.errors import DatabaseUnavailable
 from dialer.store.campaigns import CampaignStore
+from dialer.store.console import ConsoleStore
 from dialer.store.contacts import ContactImportStore, DoNotCallStore
 from dialer.store.lifecycle import LifecycleStore
 
@@ -55,7 +56,9 @@ def test_the_import_check_sees_both_import_forms(tmp_path: Path) -> None:
     assert not _imports_asyncpg(tmp_path / "m.py")
 
 
-@pytest.mark.parametrize("store", [LifecycleStore, CampaignStore, ContactImportStore, DoNotCallStore])
+@pytest.mark.parametrize(
+    "store", [LifecycleStore, CampaignStore, ContactImportStore, DoNotCallStore, ConsoleStore]
+)
 def test_every_public_store_coroutine_is_behind_the_boundary(store: type) -> None:
     """A store method that forgets @translate_errors would leak asyncpg errors: none does."""
     public = [

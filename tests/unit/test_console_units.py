@@ -296,3 +296,21 @@ def test_next_window_across_a_dst_change_counts_real_hours() -> None:
     assert next_window(local, time(9, 0), [1, 2, 3, 4, 5]) == datetime(
         2026, 3, 30, 9, 0, tzinfo=ZoneInfo("Europe/Madrid")
     )
+
+
+def test_hash_password_command_prints_a_hash_that_verifies(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], no_config_file: None
+) -> None:
+    """`dialer console hash-password` reads stdin (not a terminal) and prints a usable hash;
+    a short password is refused with exit 1."""
+    import io
+
+    from dialer.cli import main
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("correct horse battery\n"))
+    assert main(["console", "hash-password"]) == 0
+    printed = capsys.readouterr().out.strip()
+    assert verify_password("correct horse battery", printed)
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    assert main(["console", "hash-password"]) == 1
+    assert "at least 12 characters" in capsys.readouterr().err
