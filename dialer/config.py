@@ -108,6 +108,11 @@ class HttpSettings(_Section):
     # whatever Host header a proxy forwards.
     public_url: str = "http://127.0.0.1:8080"
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    # Connection and memory limits (docs/operations.md#connection-and-memory-limits).
+    max_connections: int = Field(default=0, ge=0)  # 0: the file-descriptor limit less a reserve
+    header_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    body_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    max_buffered_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024)
 
     @field_validator("public_url")
     @classmethod

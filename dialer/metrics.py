@@ -44,6 +44,19 @@ class Metrics:
             "dialer_signature_failures", "Requests refused for a missing or wrong signature", registry=r
         )
         self.db_errors = Counter("dialer_db_errors", "Database errors seen by the daemon", registry=r)
+        self.http_connections = Gauge(
+            "dialer_http_connections", "Open connections to the daemon's HTTP listeners", registry=r
+        )
+        self.http_buffered_bytes = Gauge(
+            "dialer_http_buffered_bytes", "Request bytes received and not yet handled", registry=r
+        )
+        self.http_closed = Counter(
+            "dialer_http_connections_closed",
+            "Connections closed by the listener's limits (header_timeout, body_timeout, "
+            "idle_evicted, refused_at_cap, memory_budget)",
+            ["reason"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

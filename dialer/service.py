@@ -16,7 +16,7 @@ import structlog
 from aiohttp import web
 from pydantic import SecretStr
 
-from dialer import database, migrate, twiml, webhooks
+from dialer import database, http_limits, migrate, twiml, webhooks
 from dialer.carrier import DialRequest
 from dialer.carrier.simulator import (
     SIMULATOR_ACCOUNT_SID,
@@ -141,7 +141,8 @@ class Daemon:
                 intercept=self.pool.intercept,
             )
         )
-        self._runner = await webhooks.serve(app, s.http.host, s.http.port)
+        guard = http_limits.guard_for(s, self.metrics)  # one for every listener: the fd cap is per process
+        self._runner = await webhooks.serve(app, s.http.host, s.http.port, guard)
         if s.console.enabled:  # its own listener and pool; fed by ours (docs/console.md)
             context = console.run_console(s, self.db_url, self.listener, self.instance_id)
             self.console = await context.__aenter__()

@@ -33,6 +33,7 @@ from twilio.request_validator import RequestValidator
 
 from dialer.carrier import FINAL_TWILIO_STATUSES
 from dialer.errors import DatabaseUnavailable, DialerError
+from dialer.http_limits import HttpGuard, default_guard
 from dialer.metrics import CONTENT_TYPE_LATEST, Metrics
 from dialer.models import ApplyResult, CallEvent
 
@@ -477,19 +478,15 @@ def create_app(deps: WebhookDeps) -> web.Application:
     return app
 
 
-async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:
-    """Start serving `app` on host:port (0 = any free port) and return the runner;
-    the caller stops it with `await runner.cleanup()`.
+async def serve(app: web.Application, host: str, port: int, guard: HttpGuard | None = None) -> web.AppRunner:
+    """Start serving `app` on host:port (0 = any free port) under `guard`'s connection
+    and memory limits (the process's one guard; default: one of its own with the
+    default limits) and return the runner; the caller stops it with
+    `await runner.cleanup()`.
 
     aiohttp's own access log is off: the middleware writes one structlog line per request.
     """
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-    except BaseException:
-        await runner.cleanup()
-        raise
+    runner = await (guard or default_guard()).serve(app, host, port)
     log.info("http_listening", host=host, port=bound_port(runner))
     return runner
 

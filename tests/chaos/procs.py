@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import resource
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,21 @@ class DaemonProcess:
     """One `dialer run` subprocess on a fixed HTTP port (kept across restarts so the
     callback URLs of calls placed before a crash still reach the next process)."""
 
-    def __init__(self, db_url: str, sim_url: str, log_dir: Path, *, listen_url: str = "", **knobs: Any) -> None:
+    def __init__(
+        self,
+        db_url: str,
+        sim_url: str,
+        log_dir: Path,
+        *,
+        listen_url: str = "",
+        env: Mapping[str, str] | None = None,
+        nofile: int | None = None,
+        **knobs: Any,
+    ) -> None:
         self.port = free_port()
         self.log_dir = log_dir
         self.starts = 0
+        self.nofile = nofile  # RLIMIT_NOFILE (soft and hard) of the process, when given
         self.proc: subprocess.Popen[bytes] | None = None
         dialer = {
             "max_concurrent_calls": 60,
@@ -62,6 +74,7 @@ class DaemonProcess:
             "DIALER_LOGGING__LEVEL": "info",
             "DIALER_LOGGING__FORMAT": "json",
             **{f"DIALER_DIALER__{k.upper()}": str(v) for k, v in dialer.items()},
+            **(env or {}),
         }
 
     @property
@@ -86,6 +99,7 @@ class DaemonProcess:
                 env=self.env,
                 stdout=subprocess.DEVNULL,
                 stderr=log,
+                preexec_fn=self._limit_files if self.nofile else None,  # noqa: PLW1509 - setrlimit only
             )
         await self.wait_ready(within)
 
@@ -106,6 +120,10 @@ class DaemonProcess:
                     pass
                 await asyncio.sleep(0.05)
         raise AssertionError(f"daemon not ready within {within}s; see {self.log_path}")
+
+    def _limit_files(self) -> None:
+        assert self.nofile is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def sigkill(self) -> None:
         """kill -9: no drain, no cleanup, sockets dropped by the kernel."""
