@@ -36,6 +36,7 @@ from dialer.errors import DatabaseUnavailable, DialerError
 from dialer.http_limits import HttpGuard, default_guard
 from dialer.metrics import CONTENT_TYPE_LATEST, Metrics
 from dialer.models import ApplyResult, CallEvent
+from dialer.signatures import SignatureChecker
 
 __all__ = [
     "DEPS_KEY",
@@ -225,7 +226,7 @@ class _Webhooks:
 
     def __init__(self, deps: WebhookDeps) -> None:
         self.deps = deps
-        self.validator = RequestValidator(deps.auth_token)
+        self.signatures = SignatureChecker(RequestValidator(deps.auth_token))
 
     # -- the gate every /twilio/* request passes ------------------------------------
 
@@ -260,7 +261,7 @@ class _Webhooks:
         # path and query exactly as received, never a Host header or scheme a proxy set.
         url = self.deps.public_url + request.raw_path
         try:
-            return bool(self.validator.validate(url, params, signature))
+            return self.signatures.valid(url, params, signature)
         except Exception:  # odd input inside the validator must be a 403, not a 500
             return False
 

@@ -279,10 +279,11 @@ async def test_validator_exception_is_403_not_500(make_server: MakeServer, monke
     def explode(*args: object, **kwargs: object) -> bool:
         raise TypeError("odd input")
 
-    monkeypatch.setattr(RequestValidator, "validate", explode)
     store = FakeStore()
     server = await make_server(store)
-    reply = await server.post("/twilio/status", status_form())
+    signature = sign("/twilio/status", status_form())
+    monkeypatch.setattr(RequestValidator, "compute_signature", explode)
+    reply = await server.post("/twilio/status", status_form(), signature=signature)
     assert reply.status == 403
     assert store.events == []
 

@@ -1,0 +1,49 @@
+"""Hostile-but-signed input and exposure of the webhook port (docs/webhooks.md,
+docs/reliability.md): signatures only for the URL forms Twilio can produce, absurd
+signed values refused with a 4xx (never a retried 5xx), /metrics on a listener of its
+own, and a per-campaign metric label that does not grow without bound."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from twilio.request_validator import RequestValidator
+
+from tests.integration.test_webhooks import (  # noqa: F401 - fixtures are requested by name
+    SID,
+    TOKEN,
+    MakeServer,
+    Server,
+    insert_live_call,
+    log_lines,
+    make_server,
+    real_server,
+    snapshot,
+    status_form,
+)
+
+LogLines = Any
+
+
+async def test_a_signature_for_the_url_with_its_port_stripped_is_refused(make_server: MakeServer) -> None:
+    """public_url http://host:8080: a signature computed for http://host (no port) is
+    a 403 — it signs another address — while the configured form is accepted."""
+    server = await make_server(public_url="http://dialer.example.com:8080")
+    path = f"/twilio/status?call_id={uuid.uuid4()}"
+    form = status_form()
+    stripped = RequestValidator(TOKEN).compute_signature("http://dialer.example.com" + path, form)
+    assert (await server.post(path, form, signature=stripped)).status == 403
+    configured = RequestValidator(TOKEN).compute_signature("http://dialer.example.com:8080" + path, form)
+    assert (await server.post(path, form, signature=configured)).status == 200
+
+
+async def test_the_default_port_may_be_written_or_not(make_server: MakeServer) -> None:
+    """public_url https://host: signatures for https://host/… and https://host:443/…
+    are both accepted (Twilio uses either)."""
+    server = await make_server(public_url="https://dialer.example.com")
+    path = f"/twilio/status?call_id={uuid.uuid4()}"
+    form = status_form()
+    for signed_for in ("https://dialer.example.com", "https://dialer.example.com:443"):
+        signature = RequestValidator(TOKEN).compute_signature(signed_for + path, form)
+        assert (await server.post(path, form, signature=signature)).status == 200, signed_for
