@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, Final, Protocol
 from urllib.parse import parse_qsl
@@ -63,6 +63,13 @@ EMPTY_TWIML: Final = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 MAX_FIELD_CHARS: Final = 255
 # A form field count cap: a real Twilio callback carries about 20.
 MAX_FORM_FIELDS: Final = 200
+# Numeric fields land in `integer` columns; a signed value outside them is refused
+# (400) rather than failing in the database as a 503 the carrier would retry forever.
+INT32_MAX: Final = 2**31 - 1
+# A Timestamp before this, or more than TIMESTAMP_SKEW ahead of our clock, is not a
+# moment of a real call (and a far-future one would push its retry out of reach).
+EARLIEST_TIMESTAMP: Final = datetime(2000, 1, 1)
+TIMESTAMP_SKEW: Final = timedelta(days=1)
 READY_TIMEOUT_SECONDS: Final = 2.0
 # Errors of the database path: answered 503, so a carrier that retries (the simulator, Twilio
 # with connection overrides) tries again; reconciliation (docs/architecture.md) catches the rest.
@@ -134,8 +141,9 @@ def parse_twilio_timestamp(value: str | None) -> datetime | None:
 
 
 def _optional_int(form: Mapping[str, str], key: str, *, minimum: int | None = None) -> int | None:
-    # Optional numeric fields never reject a callback: losing a final status over a
-    # garbled duration would be worse than recording the status without it.
+    # Unreadable or negative optional numbers never reject a callback: losing a final
+    # status over a garbled duration would be worse than recording it without one.
+    # A number too large for its column is no garbling but an absurd value: refused.
     raw = form.get(key, "").strip()
     if not raw:
         return None
@@ -143,9 +151,21 @@ def _optional_int(form: Mapping[str, str], key: str, *, minimum: int | None = No
         value = int(raw)
     except ValueError:
         return None
+    if abs(value) > INT32_MAX:
+        raise MalformedCallback(f"{key} out of range")
     if minimum is not None and value < minimum:
         return None
     return value
+
+
+def _timestamp(form: Mapping[str, str], now: datetime | None) -> datetime | None:
+    stamp = parse_twilio_timestamp(form.get("Timestamp"))
+    if stamp is None:
+        return None
+    latest = (now or datetime.now(UTC).replace(tzinfo=None)) + TIMESTAMP_SKEW
+    if not EARLIEST_TIMESTAMP <= stamp <= latest:
+        raise MalformedCallback("Timestamp out of range")
+    return stamp
 
 
 def _optional_str(form: Mapping[str, str], key: str) -> str | None:
@@ -162,17 +182,19 @@ def _required(form: Mapping[str, str], key: str) -> str:
     return value
 
 
-def call_event_from_form(form: Mapping[str, str]) -> CallEvent:
+def call_event_from_form(form: Mapping[str, str], *, now: datetime | None = None) -> CallEvent:
     """Build a CallEvent from the fields of a Twilio call status callback.
 
     CallSid and CallStatus are required (MalformedCallback otherwise); the status is
-    kept as Twilio spells it. Optional fields that are absent or unreadable become None.
-    `end_time` is the callback's Timestamp for final statuses, `start_time` for
-    `in-progress` (the moment the call was answered).
+    kept as Twilio spells it. Optional fields that are absent or unreadable become None;
+    numbers beyond 32 bits and a Timestamp outside [2000, `now` + 1 day] (naive UTC,
+    default: the wall clock) are MalformedCallback. `end_time` is the callback's
+    Timestamp for final statuses, `start_time` for `in-progress` (the moment the call
+    was answered).
     """
     call_sid = _required(form, "CallSid")
     status = _required(form, "CallStatus")
-    stamp = parse_twilio_timestamp(form.get("Timestamp"))
+    stamp = _timestamp(form, now)
     final = status in FINAL_TWILIO_STATUSES
     return CallEvent(
         call_sid=call_sid,

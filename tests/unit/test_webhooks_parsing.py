@@ -106,3 +106,26 @@ def test_missing_or_oversized_required_fields_are_malformed(form: dict[str, str]
     """CallSid and CallStatus are required and must fit the schema."""
     with pytest.raises(MalformedCallback):
         call_event_from_form(form)
+
+
+def test_values_beyond_their_columns_are_malformed() -> None:
+    """Numbers past 32 bits and a Timestamp before 2000 or more than a day ahead of
+    `now` raise MalformedCallback (→ 400); the edges themselves are accepted."""
+    now = datetime(2026, 11, 25, 12, 0, 0)
+    base = {"CallSid": "CA1", "CallStatus": "completed"}
+    ok = call_event_from_form(
+        {**base, "CallDuration": str(2**31 - 1), "ErrorCode": str(-(2**31 - 1)),
+         "Timestamp": "Thu, 26 Nov 2026 12:00:00 +0000"},
+        now=now,
+    )
+    assert ok.duration == 2**31 - 1 and ok.end_time == datetime(2026, 11, 26, 12, 0, 0)
+    for extra in (
+        {"CallDuration": str(2**31)},
+        {"ErrorCode": str(2**63)},
+        {"SequenceNumber": str(2**31)},
+        {"Timestamp": "Thu, 26 Nov 2026 12:00:01 +0000"},
+        {"Timestamp": "Fri, 31 Dec 1999 23:59:59 +0000"},
+    ):
+        with pytest.raises(MalformedCallback, match="out of range"):
+            call_event_from_form({**base, **extra}, now=now)
+    assert call_event_from_form({**base, "CallDuration": "-5"}, now=now).duration is None  # garbled, not absurd
