@@ -113,6 +113,10 @@ class HttpSettings(_Section):
     header_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
     body_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     max_buffered_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024)
+    # /metrics on a listener of its own (e.g. 127.0.0.1:9090), so the public port
+    # need not expose it; None: served on the main listener as well.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
 
     @field_validator("public_url")
     @classmethod

@@ -3,6 +3,8 @@ state: two daemons in one test process keep separate figures)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -57,6 +59,15 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+
+    def prune_campaigns(self, keep: Callable[[str], bool]) -> None:
+        """Drop the per-campaign series of every campaign `keep` rejects (one that is
+        no longer dialed), so the label's values stay bounded by the live campaigns."""
+        for family in self.dials.collect():
+            for sample in family.samples:
+                campaign_id = sample.labels.get("campaign_id")
+                if campaign_id is not None and sample.name.endswith("_total") and not keep(campaign_id):
+                    self.dials.remove(campaign_id)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

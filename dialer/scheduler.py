@@ -153,6 +153,7 @@ class Scheduler:
             return self.tick  # a freed slot wakes the loop
         if self._campaigns is None:
             self._campaigns = await self.store.dialable_campaigns()
+            self._prune_metrics(self._campaigns)
         campaigns = self._campaigns
         if not campaigns:
             return self.tick
@@ -165,6 +166,12 @@ class Scheduler:
             # bucket refills at its rate.
             return min(self.tick, 1.0 / self.bucket.rate)
         return await self._sleep_hint(campaigns)
+
+    def _prune_metrics(self, campaigns: list[Campaign]) -> None:
+        """Per-campaign series live while the campaign is dialable or has calls here:
+        a finished campaign's go, so the label stays bounded (docs/operations.md)."""
+        dialable = {str(c.id) for c in campaigns}
+        self.metrics.prune_campaigns(lambda cid: cid in dialable or self.pool.live_in(uuid.UUID(cid)) > 0)
 
     async def _rescue_own(self) -> None:
         """Calls the database says this instance holds but no coroutine of its pool

@@ -68,6 +68,7 @@ class Daemon:
         self._db: database.Pool | None = None
         self._carrier: TwilioCarrier | None = None
         self._runner: web.AppRunner | None = None
+        self._metrics_runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._console_context: contextlib.AbstractAsyncContextManager[console.RunningConsole] | None = None
         self.console: console.RunningConsole | None = None
@@ -139,10 +140,14 @@ class Daemon:
                 is_ready=self.is_ready,
                 render_twiml=self._render_twiml,
                 intercept=self.pool.intercept,
-            )
+            ),
+            with_metrics=s.http.metrics_port is None,
         )
         guard = http_limits.guard_for(s, self.metrics)  # one for every listener: the fd cap is per process
         self._runner = await webhooks.serve(app, s.http.host, s.http.port, guard)
+        if (port := s.http.metrics_port) is not None:
+            metrics = webhooks.create_metrics_app(self.metrics)
+            self._metrics_runner = await webhooks.serve(metrics, s.http.metrics_host, port, guard)
         if s.console.enabled:  # its own listener and pool; fed by ours (docs/console.md)
             context = console.run_console(s, self.db_url, self.listener, self.instance_id)
             self.console = await context.__aenter__()
@@ -280,9 +285,10 @@ class Daemon:
         if self._console_context is not None:
             await self._console_context.__aexit__(None, None, None)
             self._console_context = self.console = None
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        for runner in (self._runner, self._metrics_runner):
+            if runner is not None:
+                await runner.cleanup()
+        self._runner = self._metrics_runner = None
         if self._carrier is not None:
             await self._carrier.close()
             self._carrier = None

@@ -47,6 +47,7 @@ __all__ = [
     "bound_port",
     "call_event_from_form",
     "create_app",
+    "create_metrics_app",
     "parse_twilio_timestamp",
     "serve",
 ]
@@ -433,9 +434,13 @@ class _Webhooks:
             return web.Response(text="ready\n")
         return web.Response(status=503, text="not ready\n")
 
-    async def metrics(self, request: web.Request) -> web.StreamResponse:
+
+def _metrics_handler(metrics: Metrics) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def serve_metrics(request: web.Request) -> web.StreamResponse:
         """GET /metrics: the Prometheus text exposition of this process's registry."""
-        return web.Response(body=self.deps.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    return serve_metrics
 
 
 def _twiml_ok() -> web.Response:
@@ -485,8 +490,9 @@ async def _access_log(request: web.Request, handler: _Handler) -> web.StreamResp
             )
 
 
-def create_app(deps: WebhookDeps) -> web.Application:
-    """The aiohttp application serving the routes of docs/webhooks.md for one daemon."""
+def create_app(deps: WebhookDeps, *, with_metrics: bool = True) -> web.Application:
+    """The aiohttp application serving the routes of docs/webhooks.md for one daemon;
+    without /metrics when that has a listener of its own (`create_metrics_app`)."""
     # client_max_size bounds bodies without a Content-Length (chunked) as well.
     app = web.Application(client_max_size=deps.max_body_bytes, middlewares=[_access_log])
     app[DEPS_KEY] = deps
@@ -497,7 +503,15 @@ def create_app(deps: WebhookDeps) -> web.Application:
     app.router.add_post("/twilio/twiml", handlers.twiml)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
-    app.router.add_get("/metrics", handlers.metrics)
+    if with_metrics:
+        app.router.add_get("/metrics", _metrics_handler(deps.metrics))
+    return app
+
+
+def create_metrics_app(metrics: Metrics) -> web.Application:
+    """An application serving only GET /metrics (`http.metrics_port`)."""
+    app = web.Application(middlewares=[_access_log])
+    app.router.add_get("/metrics", _metrics_handler(metrics))
     return app
 
 

@@ -5,12 +5,18 @@ own, and a per-campaign metric label that does not grow without bound."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
+import aiohttp
 import asyncpg
 from twilio.request_validator import RequestValidator
 
+from dialer.carrier.simulator import RunningSimulator
+from dialer.service import Daemon
+from tests.factories import add_contacts, madrid_number, make_campaign
+from tests.harness import daemon_settings, free_port, wait_for
 from tests.integration.test_webhooks import (  # noqa: F401 - fixtures are requested by name
     SID,
     TOKEN,
@@ -82,3 +88,75 @@ async def test_signed_absurd_values_are_400_and_change_nothing(
     form = status_form(SID, "completed", CallDuration=str(2**31 - 1), ErrorCode="31005")
     assert (await real_server.post(call.status_path, form)).status == 200
     assert await conn.fetchval("SELECT duration FROM calls WHERE id = $1", call.call_id) == 2**31 - 1
+
+
+async def _metrics_text(url: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as http, http.get(url) as response:
+        return response.status, await response.text()
+
+
+async def test_metrics_can_have_a_listener_of_their_own(db_url: str, sim: RunningSimulator) -> None:
+    """With http.metrics_port set, /metrics answers there and 404 on the public port,
+    where the callbacks and probes still are."""
+    metrics_port = free_port()
+    settings = daemon_settings(db_url, sim.url)
+    settings = settings.model_copy(
+        update={"http": settings.http.model_copy(update={"metrics_port": metrics_port})}
+    )
+    daemon = Daemon(settings, db_url=db_url)
+    await daemon.start()
+    try:
+        public = f"http://127.0.0.1:{daemon.http_port}"
+        status, text = await _metrics_text(f"http://127.0.0.1:{metrics_port}/metrics")
+        assert status == 200 and "dialer_live_calls" in text
+        assert (await _metrics_text(f"{public}/metrics"))[0] == 404
+        assert (await _metrics_text(f"{public}/healthz"))[0] == 200
+        assert (await _metrics_text(f"http://127.0.0.1:{metrics_port}/healthz"))[0] == 404
+    finally:
+        await daemon.stop(drain_seconds=1)
+
+
+async def test_metrics_on_the_main_listener_by_default(db_url: str, sim: RunningSimulator) -> None:
+    """Without http.metrics_port, /metrics is served on the main listener as before."""
+    daemon = Daemon(daemon_settings(db_url, sim.url), db_url=db_url)
+    await daemon.start()
+    try:
+        status, text = await _metrics_text(f"http://127.0.0.1:{daemon.http_port}/metrics")
+        assert status == 200 and "dialer_live_calls" in text
+    finally:
+        await daemon.stop(drain_seconds=1)
+
+
+async def test_a_finished_campaign_leaves_the_metric_labels(
+    db_url: str, sim: RunningSimulator, conn: asyncpg.Connection
+) -> None:
+    """dialer_dials_total{campaign_id} carries a campaign while it is dialed and drops
+    it once the campaign is completed, so the label is bounded by live campaigns."""
+    daemon = Daemon(daemon_settings(db_url, sim.url, calls_per_second=4.0, bucket_size=1), db_url=db_url)
+    await daemon.start()
+    try:
+        campaign = await make_campaign(conn, status="active")
+        await add_contacts(conn, campaign, [madrid_number(i) for i in range(3)])
+        registry = daemon.metrics.registry
+
+        def dials() -> float | None:
+            value = registry.get_sample_value("dialer_dials_total", {"campaign_id": str(campaign)})
+            return None if value is None else float(value)
+
+        async def labelled() -> bool:
+            return dials() is not None
+
+        async def completed() -> bool:
+            status = await conn.fetchval("SELECT status::text FROM campaigns WHERE id = $1", campaign)
+            return bool(status == "completed")
+
+        async def unlabelled() -> bool:
+            return dials() is None
+
+        await wait_for(labelled, 10, "the campaign's first dial to be counted", interval=0.01)
+        await wait_for(completed, 20, "the campaign to complete")
+        await wait_for(unlabelled, 5, "the finished campaign's series to go")
+        await asyncio.sleep(0.3)  # and it stays gone
+        assert dials() is None
+    finally:
+        await daemon.stop(drain_seconds=1)
