@@ -107,6 +107,9 @@ class HttpSettings(_Section):
     # The address the carrier sees; signatures are checked against it, not against
     # whatever Host header a proxy forwards.
     public_url: str = "http://127.0.0.1:8080"
+    # Only for a lab: with carrier.kind = "twilio" the public URL must be https://,
+    # or signed callbacks (and the TwiML they fetch) travel the Internet in clear.
+    allow_insecure_public_url: bool = False
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     # Connection and memory limits (docs/operations.md#connection-and-memory-limits).
     max_connections: int = Field(default=0, ge=0)  # 0: the file-descriptor limit less a reserve
@@ -333,6 +336,11 @@ class Settings(BaseSettings):
                 raise ValueError("twilio.account_sid is required when carrier.kind = 'twilio'")
             if not self.twilio.auth_token.get_secret_value():
                 raise ValueError("twilio.auth_token is required when carrier.kind = 'twilio'")
+            if not self.http.public_url.startswith("https://") and not self.http.allow_insecure_public_url:
+                raise ValueError(
+                    "http.public_url must be https:// when carrier.kind = 'twilio' "
+                    "(set http.allow_insecure_public_url = true only in a lab)"
+                )
         return self
 
     @classmethod
