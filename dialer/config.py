@@ -185,6 +185,9 @@ class SimulatorSettings(_Section):
     # {"press:1" = 6, "press:*,1" = 1, silent = 2, "hangup:4" = 1} (docs/carrier.md#callees).
     # Empty: every answered human listens for the drawn duration, as before.
     callees: dict[str, float] = Field(default_factory=dict)
+    # Its credentials are published (anyone may sign requests to it), so it only posts
+    # callbacks and fetches TwiML on loopback addresses unless this says otherwise.
+    allow_remote_callbacks: bool = False
 
     @field_validator("callees")
     @classmethod

@@ -24,12 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from dialer import database
 from dialer.config import ConsoleSettings, Settings
 from dialer.embedded import EmbeddedPostgres
 from dialer.importer import import_csv
 from dialer.logs import configure_logging
+from dialer.loopback import is_loopback_host
 from dialer.progress import render_progress, watch
 from dialer.service import Daemon
 from dialer.store.campaigns import CampaignProgress, CampaignStore, NewCampaign
@@ -149,6 +151,7 @@ async def run_demo(
     """Run the demo to the end (and, with `linger`, keep everything up until Ctrl-C or
     SIGTERM); returns the exit code."""
     rng = random.Random(seed)  # noqa: S311 - demo data, not security
+    warn_if_exposed(settings, console)
     server = EmbeddedPostgres(settings.database.data_dir / "demo")
     console.print(f"[bold]dialer demo[/]: starting PostgreSQL under {server.data_dir}")
     server_url = await asyncio.to_thread(server.start)
@@ -183,6 +186,21 @@ async def _linger(daemon: Daemon, console: Console) -> None:
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+def warn_if_exposed(settings: Settings, console: Console) -> bool:
+    """Say so when the demo's daemon listens beyond loopback: it checks callbacks
+    against the simulator's published credentials, so anyone who can reach it can
+    forge them. True when warned."""
+    host = settings.http.host
+    if is_loopback_host(host):
+        return False
+    console.print(
+        f"[yellow]warning[/]: http.host is {escape(host)}: the demo's webhook port is reachable "
+        "beyond this machine, and its callbacks are signed with the simulator's published "
+        "credentials; use 127.0.0.1 unless you mean it"
+    )
+    return True
 
 
 async def _campaign(daemon: Daemon, db_url: str, count: int, rng: random.Random, console: Console) -> int:

@@ -22,6 +22,7 @@ from dialer.carrier.simulator.progress import CallProgress
 from dialer.carrier.simulator.records import OUTCOMES, Gate, SimCall, new_sid
 from dialer.carrier.simulator.rest import RestApi, resource
 from dialer.config import SimulatorSettings
+from dialer.loopback import is_loopback_host
 
 log = structlog.get_logger(__name__)
 
@@ -77,7 +78,10 @@ class Simulator:
         self.drop = drop
         self.hang_seconds = hang_seconds
         self.delivery = Delivery(
-            auth_token, attempts=callback_attempts, timeout_seconds=callback_timeout_seconds
+            auth_token,
+            attempts=callback_attempts,
+            timeout_seconds=callback_timeout_seconds,
+            allow_remote=settings.allow_remote_callbacks,
         )
         self.hold_create_responses = Gate()
         self.rng = random.Random(settings.seed)  # noqa: S311 - simulation, not security
@@ -347,4 +351,8 @@ async def start_simulator(
     url = f"http://{bound_host if ':' not in bound_host else f'[{bound_host}]'}:{bound_port}"
     simulator.base_url = url
     log.info("simulator_started", url=url, account_sid=account_sid)
+    if not is_loopback_host(host):
+        # Its credentials are in the documentation: anyone who can reach it can place
+        # "calls" and read every call's details.
+        log.warning("simulator_listening_beyond_loopback", host=host, url=url)
     return RunningSimulator(url=url, simulator=simulator, _runner=runner)

@@ -15,6 +15,7 @@ import structlog
 from twilio.request_validator import RequestValidator
 
 from dialer.carrier.simulator.records import API_VERSION, CallbackRecord, SimCall
+from dialer.loopback import is_loopback_url
 
 log = structlog.get_logger(__name__)
 
@@ -46,10 +47,15 @@ def call_params(call: SimCall) -> dict[str, str]:
 class Delivery:
     """Signs and sends webhooks for one simulated account."""
 
-    def __init__(self, auth_token: str, *, attempts: int, timeout_seconds: float) -> None:
+    def __init__(
+        self, auth_token: str, *, attempts: int, timeout_seconds: float, allow_remote: bool = False
+    ) -> None:
         self._validator = RequestValidator(auth_token)
         self.attempts = max(1, attempts)
         self.timeout_seconds = timeout_seconds
+        # Anyone holding the simulator's published credentials chooses these URLs: by
+        # default they must stay on this machine (simulator.allow_remote_callbacks).
+        self.allow_remote = allow_remote
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -91,6 +97,10 @@ class Delivery:
         if drop:
             record.dropped = True
             log.debug("callback_dropped", call_sid=call.sid, kind=kind)
+            return None
+        if not self.allow_remote and not is_loopback_url(url):
+            record.error = "remote_url_refused"
+            log.warning("callback_remote_url_refused", call_sid=call.sid, kind=kind)
             return None
         assert self._session is not None, "Simulator.start() was not awaited"
         verb = (method or "POST").upper()
