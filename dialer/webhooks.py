@@ -171,6 +171,7 @@ def _timestamp(form: Mapping[str, str], now: datetime | None) -> datetime | None
 
 def _optional_str(form: Mapping[str, str], key: str) -> str | None:
     value = form.get(key, "").strip()
+    _storable(key, value)
     return value or None
 
 
@@ -180,7 +181,14 @@ def _required(form: Mapping[str, str], key: str) -> str:
         raise MalformedCallback(f"missing {key}")
     if len(value) > MAX_FIELD_CHARS:
         raise MalformedCallback(f"{key} longer than {MAX_FIELD_CHARS} characters")
+    _storable(key, value)
     return value
+
+
+def _storable(key: str, value: str) -> None:
+    # PostgreSQL text cannot hold NUL: the database would refuse the row, as a 503.
+    if "\x00" in value:
+        raise MalformedCallback(f"{key} contains a NUL character")
 
 
 def call_event_from_form(form: Mapping[str, str], *, now: datetime | None = None) -> CallEvent:

@@ -60,8 +60,9 @@ async def test_signed_absurd_values_are_400_and_change_nothing(
     real_server: Server, conn: asyncpg.Connection, log_lines: LogLines
 ) -> None:
     """A signed callback with a CallDuration, ErrorCode or SequenceNumber beyond 32
-    bits, or a Timestamp in year 9999 or 1970, is answered 400 with a warning: no 503
-    (which the carrier would retry forever), no database error counted, no row changed."""
+    bits, a Timestamp in year 9999 or 1970, or a NUL in a text field (PostgreSQL text
+    cannot hold one) is answered 400 with a warning: no 503 (which the carrier would
+    retry forever), no database error counted, no row changed."""
     call = await insert_live_call(conn)
     before = await snapshot(conn)
     cases = [
@@ -72,12 +73,16 @@ async def test_signed_absurd_values_are_400_and_change_nothing(
         {"SequenceNumber": str(2**32)},
         {"Timestamp": "Fri, 31 Dec 9999 23:59:59 +0000"},
         {"Timestamp": "Thu, 01 Jan 1970 00:00:00 +0000"},
+        {"AnsweredBy": "human\x00"},
+        {"ErrorMessage": "a\x00b"},
+        {"CallStatus": "completed\x00"},
     ]
     for extra in cases:
         reply = await real_server.post(call.status_path, status_form(SID, "completed", **extra))
         assert reply.status == 400, extra
         field = next(iter(extra))
-        assert reply.text == f"{field} out of range\n"
+        reason = "contains a NUL character" if "\x00" in extra[field] else "out of range"
+        assert reply.text == f"{field} {reason}\n"
     assert await snapshot(conn) == before
     assert real_server.metric("dialer_db_errors_total") == 0
     assert real_server.metric("dialer_callbacks_total", {"result": "malformed"}) == len(cases)

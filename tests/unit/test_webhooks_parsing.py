@@ -129,3 +129,11 @@ def test_values_beyond_their_columns_are_malformed() -> None:
         with pytest.raises(MalformedCallback, match="out of range"):
             call_event_from_form({**base, **extra}, now=now)
     assert call_event_from_form({**base, "CallDuration": "-5"}, now=now).duration is None  # garbled, not absurd
+
+
+def test_a_nul_in_a_text_field_is_malformed() -> None:
+    """PostgreSQL text cannot hold NUL: a field carrying one is MalformedCallback."""
+    for key in ("CallSid", "CallStatus", "AnsweredBy", "ErrorMessage"):
+        form = {"CallSid": "CA1", "CallStatus": "completed", key: "x\x00y"}
+        with pytest.raises(MalformedCallback, match=f"{key} contains a NUL character"):
+            call_event_from_form(form)
