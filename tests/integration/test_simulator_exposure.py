@@ -93,6 +93,32 @@ async def test_requests_beyond_loopback_only_when_allowed(outside: tuple[str, li
         await running.stop()
 
 
+async def test_a_loopback_redirect_does_not_lead_it_elsewhere(outside: tuple[str, list[str]]) -> None:
+    """A loopback callback URL answering 302 to a remote address is not followed."""
+    base, hits = outside
+
+    async def redirect(request: web.Request) -> web.Response:
+        raise web.HTTPFound(base + "/stolen")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", redirect)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    loopback = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    running = await start_simulator(FAST, account_sid=ACCOUNT, auth_token=TOKEN)
+    try:
+        running.simulator.script("+34911000001", ["answered"])
+        await _place_call(running.url, loopback)
+        await running.simulator.wait_idle(5)
+        (call,) = running.simulator.calls
+        assert any(r.http_status == 302 for r in call.callbacks)
+        assert hits == []
+    finally:
+        await running.stop()
+        await runner.cleanup()
+
+
 async def test_the_simulator_warns_when_listening_beyond_loopback() -> None:
     """Bound to 0.0.0.0 the simulator logs simulator_listening_beyond_loopback; on
     127.0.0.1 it does not."""

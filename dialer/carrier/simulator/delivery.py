@@ -111,7 +111,10 @@ class Delivery:
                 await asyncio.sleep(0.05 * 2 ** (attempt - 1))  # Twilio-like short backoff
             record.attempts += 1
             try:
-                async with self._session.request(verb, target, data=data, headers=headers) as response:
+                # A redirect could lead a loopback URL anywhere: followed only when allowed.
+                async with self._session.request(
+                    verb, target, data=data, headers=headers, allow_redirects=self.allow_remote
+                ) as response:
                     body = await response.text()
                     record.http_status = response.status
                     record.body = body
