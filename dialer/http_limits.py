@@ -251,13 +251,29 @@ class HttpGuard:
         app.middlewares.insert(0, self._middleware)
         app.on_response_prepare.append(_set_server_header)
 
-    async def serve(self, app: web.Application, host: str, port: int) -> web.AppRunner:
+    async def serve(
+        self,
+        app: web.Application,
+        host: str,
+        port: int,
+        *,
+        shutdown_timeout: float = 60.0,
+        handler_cancellation: bool = False,
+    ) -> web.AppRunner:
         """Run `app` on host:port (0: any free port) under the guard; the caller
-        stops it with `await runner.cleanup()`. aiohttp's access log is off."""
+        stops it with `await runner.cleanup()`. aiohttp's access log is off;
+        `shutdown_timeout` and `handler_cancellation` are aiohttp's runner options
+        (a listener with streaming responses wants both)."""
         self.protect(app)
         self.throttle_accept_errors()
         options: dict[str, Any] = {"access_log": None}
-        runner = web.AppRunner(app, handle_signals=False, **options)
+        runner = web.AppRunner(
+            app,
+            handle_signals=False,
+            shutdown_timeout=shutdown_timeout,
+            handler_cancellation=handler_cancellation,
+            **options,
+        )
         await runner.setup()
         server = runner.server
         assert server is not None

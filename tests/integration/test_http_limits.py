@@ -212,3 +212,39 @@ def test_the_connection_cap_leaves_a_reserve_below_the_descriptor_limit() -> Non
     assert connection_cap(0, reserve) == max(16, fd_limit() - reserve)
     assert connection_cap(0, fd_limit()) == 16
     assert connection_cap(123, reserve) == 123
+
+
+async def test_a_long_streaming_answer_is_busy_not_idle() -> None:
+    """A response streamed for longer than the header timeout (server-sent events, as
+    a second listener may serve) is not cut: the connection is busy; and with
+    handler_cancellation, a client that leaves cancels its handler."""
+    cancelled = asyncio.Event()
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        try:
+            for _ in range(int(request.query.get("n", "8"))):
+                await response.write(b"data: tick\n\n")
+                await asyncio.sleep(0.1)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return response
+
+    app = web.Application()
+    app.router.add_get("/events", stream)
+    guard = HttpGuard(HttpLimits(max_connections=10, header_timeout_seconds=0.3))
+    runner = await guard.serve(app, "127.0.0.1", 0, shutdown_timeout=1.0, handler_cancellation=True)
+    port = bound_port(runner)
+    try:
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/events") as response:
+            assert (await response.read()).count(b"tick") == 8
+        assert guard.closed_count("header_timeout") == 0
+        _reader, writer = await _raw(port, b"GET /events?n=100 HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.sleep(0.2)
+        writer.transport.abort()
+        async with asyncio.timeout(2):
+            await cancelled.wait()
+    finally:
+        await runner.cleanup()
