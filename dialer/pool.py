@@ -79,6 +79,8 @@ class CallPool:
         self._follows: dict[uuid.UUID, _Follow] = {}
         self._per_campaign: Counter[uuid.UUID] = Counter()
         self._dialing = True
+        self._notified: set[uuid.UUID] = set()  # NOTIFYed calls whose rows are to be read
+        self._checker: asyncio.Task[None] | None = None
         self.peak_live = 0
 
     # ----------------------------------------------------------- scheduler side
@@ -141,22 +143,51 @@ class CallPool:
     # ------------------------------------------------------------ event side
 
     def on_call_notification(self, payload: str) -> None:
-        """NOTIFY dialer_call `id:status:outcome` — wakes the coroutine of a call
-        that reached a final status, on whichever instance applied the callback."""
-        call_id_text, _, rest = payload.partition(":")
-        status, _, outcome = rest.partition(":")
+        """NOTIFY dialer_call `id:status:outcome`: a call this pool holds may have
+        ended, on whichever instance applied the callback. Any role that can connect
+        can send such a payload, so it only wakes: the call is read from the database
+        (one query for every call notified meanwhile) and ends only if its row says
+        so. Nothing of the payload but the id is used."""
         try:
-            call_id = uuid.UUID(call_id_text)
+            call_id = uuid.UUID(payload.partition(":")[0])
         except ValueError:
             return
         follow = self._follows.get(call_id)
-        if follow is None:
+        if follow is None or follow.done.is_set():
+            return
+        self._notified.add(call_id)
+        if self._checker is None or self._checker.done():
+            self._checker = asyncio.create_task(self._check_notified(), name="check-notified-calls")
+
+    async def _check_notified(self) -> None:
+        """Read the rows of the calls notified so far; end those that are final."""
+        while self._notified:
+            ids = [i for i in self._notified if i in self._follows]
+            self._notified.clear()
+            if not ids:
+                return
+            try:
+                endings = await self.store.call_endings(ids)
+            except DatabaseUnavailable as exc:
+                # Try again shortly; a LISTEN reconnect refreshes every call anyway, and
+                # each call's own reconciliation bounds the wait.
+                self.metrics.db_errors.inc()
+                log.warning("call_notification_check_failed", error=str(exc))
+                self._notified.update(ids)
+                await asyncio.sleep(DB_RETRY_DELAY)
+                continue
+            for call_id, (status, outcome) in endings.items():
+                if status.is_final:
+                    self._finished(call_id, status, outcome)
+
+    def _finished(self, call_id: uuid.UUID, status: CallStatus, outcome: str | None) -> None:
+        """The database says the call is final: its coroutine may end."""
+        follow = self._follows.get(call_id)
+        if follow is None or follow.done.is_set():
             return
         follow.heard_at = time.monotonic()
-        if status in (CallStatus.COMPLETED, CallStatus.FAILED, CallStatus.CANCELLED):
-            if not follow.done.is_set():
-                self.metrics.outcomes.labels(outcome=outcome or status).inc()
-            follow.done.set()
+        self.metrics.outcomes.labels(outcome=outcome or status.value).inc()
+        follow.done.set()
 
     def intercept(self, call_id: uuid.UUID | None, event: CallEvent) -> bool:
         """Webhook fast path: a non-final callback for a call this pool holds with
@@ -181,10 +212,9 @@ class CallPool:
         ids = list(self._follows)
         if not ids:
             return
-        statuses = await self.store.call_statuses(ids)
-        for call_id, status in statuses.items():
+        for call_id, (status, outcome) in (await self.store.call_endings(ids)).items():
             if status.is_final:
-                self.on_call_notification(f"{call_id}:{status.value}:")
+                self._finished(call_id, status, outcome)
 
     # -------------------------------------------------------------- shutdown
 
@@ -206,6 +236,8 @@ class CallPool:
             task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=5)
+        if self._checker is not None and not self._checker.done():
+            self._checker.cancel()  # nothing left to end: its calls are drained or cancelled
         return len(pending)
 
     # ------------------------------------------------------------- coroutines
@@ -306,7 +338,7 @@ class CallPool:
             statuses = await self._db(self.store.call_statuses, [call_id])
             status = statuses.get(call_id)
             if status is not None and status.is_final:
-                self.on_call_notification(f"{call_id}:{status.value}:{record.status}")
+                self._finished(call_id, status, record.status)
 
     async def _reconcile_unknown(self, call_id: uuid.UUID, request: DialRequest) -> str | None:
         """The request may or may not have placed a call. Ask the carrier (and watch

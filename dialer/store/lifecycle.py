@@ -771,6 +771,17 @@ class LifecycleStore:
         return {r["id"]: CallStatus(r["status"]) for r in rows}
 
     @translate_errors
+    async def call_endings(
+        self, call_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, tuple[CallStatus, str | None]]:
+        """Status and outcome of these calls, as the rows hold them (what a NOTIFY
+        payload only claims)."""
+        rows = await self.pool.fetch(
+            "SELECT id, status, outcome FROM calls WHERE id = ANY($1::uuid[])", list(call_ids)
+        )
+        return {r["id"]: (CallStatus(r["status"]), r["outcome"]) for r in rows}
+
+    @translate_errors
     async def live_call(self, call_id: uuid.UUID) -> LiveCall | None:
         """One live call with what following it needs."""
         rows = await self._live_calls("k.id = $1", call_id)
