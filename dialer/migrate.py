@@ -29,6 +29,12 @@ CREATE TABLE IF NOT EXISTS dialer_migrations (
     applied_at timestamp NOT NULL DEFAULT timezone('utc', now())
 )
 """
+# Like every table of the schema (docs/supabase.md): with no policy, a role that is not
+# the owner (Supabase's anon through the REST API) can neither read nor change the
+# bookkeeping, whose rows decide which migrations run. Applied to databases migrated
+# before this rule too, on their next migrate.
+RLS_ENABLED = "SELECT relrowsecurity FROM pg_class WHERE oid = 'dialer_migrations'::regclass"
+ENABLE_RLS = "ALTER TABLE dialer_migrations ENABLE ROW LEVEL SECURITY"
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,8 @@ async def migrate(conn: asyncpg.Connection, directory: Path | None = None) -> li
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
     try:
         await conn.execute(CREATE_TABLE)
+        if not await conn.fetchval(RLS_ENABLED):
+            await conn.execute(ENABLE_RLS)
         rows = await conn.fetch("SELECT version, checksum FROM dialer_migrations")
         applied = {r["version"]: r["checksum"] for r in rows}
         done: list[Migration] = []
