@@ -1,5 +1,7 @@
 """One hierarchy for everything the dialer raises on purpose."""
 
+from enum import StrEnum
+
 
 class DialerError(Exception):
     """Base of every error the dialer raises deliberately."""
@@ -29,21 +31,24 @@ class ImportRejected(DialerError):
     """An import file cannot be read at all (not a CSV, no phone_number column …)."""
 
 
-class CarrierError(DialerError):
-    """The carrier refused or failed a request.
+class CarrierErrorKind(StrEnum):
+    """What a failed carrier request means (docs/carrier.md); the engine turns it into
+    what the store should do with the attempt (`dialer.models.DialIntent`)."""
 
-    `kind` tells the engine what to do: "permanent" (the number itself is wrong:
-    final at once), "rejected" (the request was refused for another reason:
-    counts as a failed attempt), "transient" (never reached the carrier or was
-    throttled: retry later without counting an attempt) or "unknown" (timed out
-    after sending: reconcile with the carrier before anything else).
-    """
+    PERMANENT = "permanent"  # the number itself is wrong: final at once
+    REJECTED = "rejected"  # refused for another reason: a failed attempt, retried by the rules
+    TRANSIENT = "transient"  # never reached the carrier, or throttled: later, no attempt counted
+    UNKNOWN = "unknown"  # timed out after sending: reconcile with the carrier first
+
+
+class CarrierError(DialerError):
+    """The carrier refused or failed a request; `kind` says what that means."""
 
     def __init__(
         self,
         message: str,
         *,
-        kind: str,
+        kind: CarrierErrorKind,
         status: int | None = None,
         code: int | None = None,
     ) -> None:

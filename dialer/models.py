@@ -128,6 +128,15 @@ class CallEvent:
     end_time: datetime | None = None
 
 
+class DialIntent(StrEnum):
+    """What the store does with a claimed call whose carrier request failed. The
+    rules behind each live in SQL, in one place (sql/0008_attempt_end.sql)."""
+
+    REQUEUE = "requeue"  # back to scheduled after a backoff; not an attempt
+    FAIL_PERMANENT = "fail_permanent"  # the attempt ends; the number is wrong (invalid_number)
+    FAIL_RETRYABLE = "fail_retryable"  # the attempt ends failed; retried while retries are left
+
+
 class ApplyResult(StrEnum):
     """What applying a carrier event did."""
 

@@ -17,9 +17,9 @@ from typing import Any, ParamSpec, TypeVar
 import structlog
 
 from dialer.carrier import FINAL_TWILIO_STATUSES, Carrier, DialRequest
-from dialer.errors import CarrierError, DatabaseUnavailable
+from dialer.errors import CarrierError, CarrierErrorKind, DatabaseUnavailable
 from dialer.metrics import Metrics
-from dialer.models import CallEvent, CallStatus, ClaimedCall
+from dialer.models import CallEvent, CallStatus, ClaimedCall, DialIntent
 from dialer.pacing import TokenBucket
 from dialer.store.lifecycle import LifecycleStore, LiveCall
 
@@ -29,6 +29,14 @@ RECONCILE_GRACE = 3.0  # seconds to let an unknown-outcome call show up at the c
 RECONCILE_ROUNDS = 3
 FOLLOW_MARGIN = 60.0  # seconds past ring timeout + time limit before a call is overdue
 DB_RETRY_DELAY = 1.0  # seconds between retries of a failed database write
+
+# What a refused or failed request means for the attempt; the rules behind each intent
+# live in SQL (sql/0008_attempt_end.sql). An unknown outcome is reconciled first.
+INTENT_OF_KIND = {
+    CarrierErrorKind.TRANSIENT: DialIntent.REQUEUE,
+    CarrierErrorKind.PERMANENT: DialIntent.FAIL_PERMANENT,
+    CarrierErrorKind.REJECTED: DialIntent.FAIL_RETRYABLE,
+}
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -260,18 +268,25 @@ class CallPool:
         except CarrierError as exc:
             self.metrics.carrier_errors.labels(kind=exc.kind).inc()
             # A wrong number is the contact's problem, not the daemon's: info, not warning.
-            level = log.info if exc.kind == "permanent" else log.warning
+            level = log.info if exc.kind is CarrierErrorKind.PERMANENT else log.warning
             level("dial_failed", kind=exc.kind, status=exc.status, code=exc.code, error=str(exc))
             heard = follow.heard_sid
-            if exc.kind == "unknown" and heard is not None:
+            if exc.kind is CarrierErrorKind.UNKNOWN and heard is not None:
                 # A callback already named the call the request placed: adopt it.
                 sid = heard
                 await self._db(self.store.dial_accepted, call.id, sid)
                 log.info("unknown_outcome_adopted_by_callback", call_sid=sid)
-            elif exc.kind == "unknown":
+            elif exc.kind is CarrierErrorKind.UNKNOWN:
                 sid = await self._reconcile_unknown(call.id, request)
             else:
-                new_status = await self._db(self.store.dial_failed, call.id, exc)
+                new_status = await self._db(
+                    self.store.dial_failed,
+                    call.id,
+                    INTENT_OF_KIND[exc.kind],
+                    code=exc.code,
+                    status=exc.status,
+                    message=str(exc),
+                )
                 if new_status is CallStatus.FAILED:
                     self.metrics.outcomes.labels(outcome="error").inc()
                 return
@@ -370,8 +385,12 @@ class CallPool:
                 log.info("unknown_outcome_adopted", call_sid=sid)
                 return sid
         # Nothing at the carrier after three looks: the request never placed a call.
-        error = CarrierError("no call found at the carrier after an unknown outcome", kind="transient")
-        await self._db(self.store.dial_failed, call_id, error)
+        await self._db(
+            self.store.dial_failed,
+            call_id,
+            DialIntent.REQUEUE,
+            message="no call found at the carrier after an unknown outcome",
+        )
         log.info("unknown_outcome_requeued")
         return None
 

@@ -27,15 +27,14 @@ from twilio.rest import Client
 
 from dialer.carrier import PERMANENT_ERROR_CODES, CarrierCall, DialRequest
 from dialer.config import TwilioSettings
-from dialer.errors import CarrierError
+from dialer.errors import CarrierError, CarrierErrorKind
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
-# The number itself is unusable: the engine makes the contact final (invalid_number)
-# at once. One shared set, so a REST error and a callback ErrorCode agree.
-PERMANENT_CODES = PERMANENT_ERROR_CODES
+_TRANSIENT = CarrierErrorKind.TRANSIENT
+_UNKNOWN = CarrierErrorKind.UNKNOWN
 
 STATUS_EVENTS = ["initiated", "ringing", "answered", "completed"]
 # HTTP statuses that say the request was not acted on and may be repeated.
@@ -96,15 +95,16 @@ def to_carrier_call(instance: Any) -> CarrierCall:
     )
 
 
-def classify_status(status: int, code: int | None, *, on_create: bool) -> str:
-    """The CarrierError kind for a Twilio HTTP error response."""
-    if code in PERMANENT_CODES:
-        return "permanent"
+def classify_status(status: int, code: int | None, *, on_create: bool) -> CarrierErrorKind:
+    """The CarrierError kind for a Twilio HTTP error response. The permanent codes are
+    the one set a callback's ErrorCode is judged by too (dialer.carrier)."""
+    if code in PERMANENT_ERROR_CODES:
+        return CarrierErrorKind.PERMANENT
     if on_create and status in _UNCERTAIN_STATUSES:
-        return "unknown"
+        return CarrierErrorKind.UNKNOWN
     if status in _TRANSIENT_STATUSES or status >= 500:
-        return "transient"
-    return "rejected"
+        return CarrierErrorKind.TRANSIENT
+    return CarrierErrorKind.REJECTED
 
 
 class TwilioCarrier:
@@ -167,7 +167,7 @@ class TwilioCarrier:
         except TimeoutError as exc:
             # The async client ignores its own timeout; this is the only bound. A create
             # whose headers went out may have placed the call.
-            kind = "unknown" if on_create and progress.headers_sent else "transient"
+            kind = _UNKNOWN if on_create and progress.headers_sent else _TRANSIENT
             raise CarrierError(f"{what}: no answer within {self._timeout:g}s", kind=kind) from exc
         except TwilioRestException as exc:
             code = _int_or_none(exc.code)
@@ -175,16 +175,16 @@ class TwilioCarrier:
             raise CarrierError(f"{what}: {exc.msg}", kind=kind, status=exc.status, code=code) from exc
         except aiohttp.ClientConnectorError as exc:
             # Refused / unreachable before anything was sent: nothing happened.
-            raise CarrierError(f"{what}: cannot connect: {exc}", kind="transient") from exc
+            raise CarrierError(f"{what}: cannot connect: {exc}", kind=_TRANSIENT) from exc
         except (aiohttp.ClientError, OSError) as exc:
             # Dropped mid-request (ServerDisconnectedError, reset, broken payload).
-            kind = "unknown" if on_create and progress.headers_sent else "transient"
+            kind = _UNKNOWN if on_create and progress.headers_sent else _TRANSIENT
             raise CarrierError(f"{what}: connection lost: {exc!r}", kind=kind) from exc
         except TwilioException as exc:
             # Page parsing raises the bare TwilioException with the response attached.
             response = exc.args[1] if len(exc.args) > 1 else None
             status = getattr(response, "status_code", None)
-            kind = classify_status(status, None, on_create=on_create) if status else "transient"
+            kind = classify_status(status, None, on_create=on_create) if status else _TRANSIENT
             message = exc.args[0] if exc.args else exc
             raise CarrierError(f"{what}: {message}", kind=kind, status=status) from exc
         finally:

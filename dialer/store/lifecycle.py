@@ -25,7 +25,7 @@ from asyncpg.pool import PoolConnectionProxy
 from dialer import numbers
 from dialer.carrier import FINAL_TWILIO_STATUSES, PERMANENT_ERROR_CODES
 from dialer.database import translate_errors
-from dialer.errors import CarrierError, TemplateError
+from dialer.errors import TemplateError
 from dialer.models import (
     ApplyResult,
     CallEvent,
@@ -34,6 +34,7 @@ from dialer.models import (
     CampaignStatus,
     ClaimedCall,
     Contact,
+    DialIntent,
 )
 
 log = structlog.get_logger(__name__)
@@ -46,8 +47,6 @@ ACTIVATION_BATCH = 10_000  # campaign contacts scheduled per statement
 ACTIVATION_BUDGET = 1.0  # seconds of activation per housekeeping pass
 ACTIVATION_WORKERS = 2  # batches in flight at once
 CHECK_BATCH = 2_000  # contacts whose number is checked per pass
-TRANSIENT_BACKOFF_BASE = 5.0  # seconds; doubles per transient carrier error
-TRANSIENT_BACKOFF_MAX = 600.0  # seconds
 
 
 def utcnow() -> datetime:
@@ -68,21 +67,6 @@ class LiveCall:
     from_number: str
     ring_timeout_seconds: int
     time_limit_seconds: int
-
-
-@dataclass(frozen=True)
-class AttemptEnd:
-    """How an attempt ended, whoever learnt of it (callback, fetch, dial error)."""
-
-    status: CallStatus  # completed or failed
-    outcome: str
-    ended_at: datetime
-    duration: int | None = None
-    started_at: datetime | None = None
-    answered_by: str | None = None
-    error_code: int | None = None
-    error_message: str | None = None
-    permanent: bool = False  # the number itself is wrong: no retry, invalid_number
 
 
 CAMPAIGN_COLUMNS = """
@@ -552,78 +536,33 @@ class LifecycleStore:
     @translate_errors
     async def dial_accepted(self, call_id: uuid.UUID, call_sid: str) -> bool:
         """The carrier accepted the request: pending → in_progress with its sid, and
-        the attempt counts. False when a callback got there first (already adopted)."""
-        return await self._adopt(self.pool, call_id, call_sid)
-
-    async def _adopt(self, conn: Conn | asyncpg.Pool, call_id: uuid.UUID, call_sid: str) -> bool:
-        # The only place an attempt is counted: the pending → in_progress move
-        # happens once, whoever (create response, callback, reconciliation) sees it first.
-        # One statement (atomic on its own): the call and its contact move together in
-        # a single round trip, which is what a dial costs most under load.
-        adopted = await conn.fetchval(
-            """
-            WITH k AS (
-                UPDATE calls SET status = 'in_progress', call_sid = $2, last_event_at = $3
-                WHERE id = $1 AND status = 'pending'
-                RETURNING campaign_id, contact_id, coalesce(dialed_at, $3) AS dialed_at
-            ), cc AS (
-                UPDATE campaign_contacts cc
-                SET call_status = 'in_progress', call_count = call_count + 1, last_call_at = k.dialed_at
-                FROM k WHERE cc.campaign_id = k.campaign_id AND cc.contact_id = k.contact_id
-            )
-            SELECT count(*) FROM k
-            """,
-            call_id,
-            call_sid,
-            self.clock(),
-        )
-        return bool(adopted)
+        the attempt counts. False when a callback got there first (already adopted).
+        One statement: what a dial costs most under load is round trips."""
+        return bool(await self.pool.fetchval(ADOPT_SQL, call_id, call_sid, self.clock()))
 
     @translate_errors
-    async def dial_failed(self, call_id: uuid.UUID, error: CarrierError) -> CallStatus:
-        """The carrier request failed. Transient: back to scheduled after a backoff,
-        no attempt counted. Permanent or rejected: the attempt ends failed (a wrong
-        number at once final). Returns the call's new status."""
-        now = self.clock()
-        async with self.pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow("SELECT * FROM calls WHERE id = $1 FOR UPDATE", call_id)
-            if row is None or row["status"] != CallStatus.PENDING:
-                return CallStatus(row["status"]) if row else CallStatus.CANCELLED
-            if error.kind == "transient":
-                delay = min(TRANSIENT_BACKOFF_MAX, TRANSIENT_BACKOFF_BASE * 2 ** row["carrier_attempts"])
-                await conn.execute(
-                    """
-                    UPDATE calls SET status = 'scheduled', claimed_by = NULL, claimed_at = NULL,
-                        dialed_at = NULL, carrier_attempts = carrier_attempts + 1, scheduled_at = $2,
-                        error_code = $3, error_message = $4
-                    WHERE id = $1
-                    """,
-                    call_id,
-                    now + timedelta(seconds=delay),
-                    error.code or error.status,
-                    str(error)[:500],
-                )
-                return CallStatus.SCHEDULED
-            # The request reached the carrier and was refused: that is an attempt.
-            await conn.execute(
-                """
-                UPDATE campaign_contacts SET call_count = call_count + 1, last_call_at = $3
-                WHERE campaign_id = $1 AND contact_id = $2
-                """,
-                row["campaign_id"],
-                row["contact_id"],
-                row["dialed_at"] or now,
-            )
-            end = AttemptEnd(
-                status=CallStatus.FAILED,
-                outcome=f"error:{error.code}" if error.code else "error",
-                ended_at=now,
-                error_code=error.code or error.status,
-                error_message=str(error)[:500],
-                permanent=error.kind == "permanent",
-            )
-            await self._finish_attempt(conn, row, end)
-            return CallStatus.FAILED
+    async def dial_failed(
+        self,
+        call_id: uuid.UUID,
+        intent: DialIntent,
+        *,
+        code: int | None = None,
+        status: int | None = None,
+        message: str = "",
+    ) -> CallStatus:
+        """The carrier request failed; `intent` says what that means for the attempt
+        (the rules: sql/0008_attempt_end.sql). `code` is the carrier's error code,
+        `status` the HTTP status. Returns the call's new status."""
+        result = await self.pool.fetchval(
+            DIAL_FAILED_SQL,
+            call_id,
+            intent.value,
+            f"error:{code}" if code else "error",
+            code or status,
+            message[:500],
+            self.clock(),
+        )
+        return CallStatus(result)
 
     @translate_errors
     async def adopted_sids(self, sids: Sequence[str]) -> set[str]:
@@ -685,80 +624,6 @@ class LifecycleStore:
             recording_url[:255],
         )
         return ApplyResult.APPLIED if result != "UPDATE 0" else ApplyResult.UNKNOWN
-
-    async def _finish_attempt(
-        self, conn: Conn, row: asyncpg.Record, end: AttemptEnd, campaign: asyncpg.Record | None = None
-    ) -> None:
-        """End an attempt: the contact's disposition, the retry, then the call row.
-        The call's status change is the statement whose counters trigger updates the
-        campaign row, which every finishing call of the campaign must lock: it comes
-        last so that lock is held for as short a time as possible before commit."""
-        started_at = end.started_at or row["started_at"]
-        if started_at is None and end.duration and end.status is CallStatus.COMPLETED:
-            started_at = end.ended_at - timedelta(seconds=end.duration)
-        if campaign is None:
-            campaign = await conn.fetchrow(
-                "SELECT status AS campaign_status, max_retries, retry_delay_minutes, schedule_end "
-                "FROM campaigns WHERE id = $1",
-                row["campaign_id"],
-            )
-        assert campaign is not None  # calls_campaign_id_fk
-        retry_at: datetime | None = None
-        if end.status is CallStatus.COMPLETED:
-            disposition = "completed"
-        elif end.permanent:
-            disposition = "invalid_number"
-        else:
-            next_at = end.ended_at + timedelta(minutes=campaign["retry_delay_minutes"])
-            retries_left = row["retry_count"] < campaign["max_retries"]
-            running = campaign["campaign_status"] in ("active", "paused") and (
-                campaign["schedule_end"] is None or next_at <= campaign["schedule_end"]
-            )
-            if retries_left and running:
-                retry_at = next_at
-                disposition = "scheduled"
-            elif retries_left:
-                disposition = "cancelled"  # the campaign ended before the contact did
-            else:
-                disposition = "failed"
-        await conn.execute(
-            "UPDATE campaign_contacts SET call_status = $3 WHERE campaign_id = $1 AND contact_id = $2",
-            row["campaign_id"],
-            row["contact_id"],
-            disposition,
-        )
-        await conn.execute(
-            """
-            UPDATE calls SET status = $2, outcome = $3, ended_at = $4, duration = coalesce($5, duration),
-                started_at = $6, answered_by = coalesce($7, answered_by),
-                error_code = coalesce($8, error_code), error_message = coalesce($9, error_message),
-                last_event_at = $4
-            WHERE id = $1
-            """,
-            row["id"],
-            end.status.value,
-            end.outcome,
-            end.ended_at,
-            end.duration,
-            started_at,
-            end.answered_by,
-            end.error_code,
-            end.error_message,
-        )
-        if retry_at is not None:
-            # After the attempt's own row is final: the one-open-attempt index allows
-            # the next attempt only once this one is closed.
-            await conn.execute(
-                """
-                INSERT INTO calls (campaign_id, contact_id, status, retry_count, scheduled_at)
-                VALUES ($1, $2, 'scheduled', $3, $4)
-                ON CONFLICT DO NOTHING
-                """,
-                row["campaign_id"],
-                row["contact_id"],
-                row["retry_count"] + 1,
-                retry_at,
-            )
 
     # ------------------------------------------------------------ live calls
 
@@ -882,7 +747,13 @@ class LifecycleStore:
         return row["script_template"], contact
 
 
-# One carrier event, applied server-side (sql/0007_apply_call_event.sql).
+# The carrier accepted a request: the adoption, in its one place (sql/0008).
+ADOPT_SQL = "SELECT dialer_adopt_call($1, $2, $3)"
+
+# A failed carrier request, with the engine's intent (sql/0008).
+DIAL_FAILED_SQL = "SELECT dialer_dial_failed($1, $2, $3, $4, $5, $6)"
+
+# One carrier event, applied server-side (sql/0007, its rules in sql/0008).
 APPLY_EVENT_SQL = """
 SELECT result, call_id, expected_sid
 FROM dialer_apply_call_event($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)

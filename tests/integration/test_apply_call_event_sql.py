@@ -1,6 +1,7 @@
-"""dialer_apply_call_event (sql/0007) called directly on a real database, one test
-per branch: the store's own tests pin the behaviour through the Python API; these pin
-the function itself, so a change to it cannot hide behind the wrapper."""
+"""The SQL functions that apply carrier events and end attempts (sql/0007, sql/0009)
+called directly on a real database, one test per branch: the store's own tests pin
+the behaviour through the Python API; these pin the functions themselves, so a change
+to them cannot hide behind the wrapper."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
+import pytest
 
 from tests.factories import add_contacts, madrid_number, make_campaign
 
@@ -285,3 +287,113 @@ async def test_permanent_error_makes_the_number_invalid(conn: asyncpg.Connection
     call = await _call(conn, s.call_id)
     assert (call["st"], call["error_code"]) == ("failed", 21211)
     assert await conn.fetchval("SELECT count(*) FROM calls") == 1
+
+
+async def _dial_failed(
+    conn: asyncpg.Connection,
+    call_id: uuid.UUID,
+    intent: str,
+    *,
+    code: int | None = None,
+    message: str = "refused",
+    now: datetime = NOW,
+) -> str:
+    outcome = f"error:{code}" if code else "error"
+    return str(
+        await conn.fetchval(
+            "SELECT dialer_dial_failed($1, $2, $3, $4, $5, $6)", call_id, intent, outcome, code, message, now
+        )
+    )
+
+
+async def test_requeue_backs_off_doubling_up_to_ten_minutes(conn: asyncpg.Connection) -> None:
+    """requeue: back to scheduled (claim and dial stamp cleared) after 5 s, doubling per
+    failure, at most 600 s; no attempt is counted."""
+    s = await _seed(conn, status="pending", call_sid=None)
+    for attempts, delay in ((0, 5), (1, 10), (2, 20), (7, 600), (500, 600)):
+        await conn.execute(
+            "UPDATE calls SET status = 'pending', dialed_at = $2, carrier_attempts = $3 WHERE id = $1",
+            s.call_id,
+            DIALED,
+            attempts,
+        )
+        assert await _dial_failed(conn, s.call_id, "requeue", code=None, message="429") == "scheduled"
+        call = await _call(conn, s.call_id)
+        assert (call["st"], call["carrier_attempts"], call["dialed_at"], call["claimed_by"]) == (
+            "scheduled",
+            attempts + 1,
+            None,
+            None,
+        )
+        assert call["scheduled_at"] == NOW + timedelta(seconds=delay)
+        assert call["error_message"] == "429"
+    assert await _disposition(conn, s) == ("in_progress", 0)
+    assert await _counters_match(conn, s.campaign_id)
+
+
+async def test_refused_dial_is_one_attempt_ended_by_the_rules(conn: asyncpg.Connection) -> None:
+    """fail_permanent: the attempt counts (at dialed_at) and the number is invalid at
+    once; fail_retryable: counted, then retried while retries are left, else failed."""
+    bad = await _seed(conn, status="pending", call_sid=None)
+    assert await _dial_failed(conn, bad.call_id, "fail_permanent", code=21211) == "failed"
+    call = await _call(conn, bad.call_id)
+    assert (call["st"], call["outcome"], call["error_code"], call["ended_at"]) == ("failed", "error:21211", 21211, NOW)
+    assert await _disposition(conn, bad) == ("invalid_number", 1)
+    assert await conn.fetchval("SELECT last_call_at FROM campaign_contacts WHERE campaign_id = $1", bad.campaign_id) == DIALED
+
+    retried = await _seed(conn, name="retried", status="pending", call_sid=None)
+    assert await _dial_failed(conn, retried.call_id, "fail_retryable", code=None) == "failed"
+    assert (await _call(conn, retried.call_id))["outcome"] == "error"
+    assert await _disposition(conn, retried) == ("scheduled", 1)
+    retry = await conn.fetchrow(
+        "SELECT retry_count, scheduled_at FROM calls WHERE campaign_id = $1 AND id <> $2",
+        retried.campaign_id,
+        retried.call_id,
+    )
+    assert tuple(retry) == (1, NOW + timedelta(minutes=10))
+
+    last = await _seed(conn, name="last", status="pending", call_sid=None, max_retries=1, retry_count=1)
+    assert await _dial_failed(conn, last.call_id, "fail_retryable", code=21210) == "failed"
+    assert await _disposition(conn, last) == ("failed", 1)
+    for s in (bad, retried, last):
+        assert await _counters_match(conn, s.campaign_id)
+
+
+async def test_dial_failed_leaves_a_call_that_is_no_longer_pending(conn: asyncpg.Connection) -> None:
+    """A call a callback adopted meanwhile keeps its status (returned); an unknown id
+    answers cancelled; nothing is written."""
+    s = await _seed(conn)
+    before = await _call(conn, s.call_id)
+    assert await _dial_failed(conn, s.call_id, "fail_retryable") == "in_progress"
+    assert (await _call(conn, s.call_id))["updated_at"] == before["updated_at"]
+    assert await _disposition(conn, s) == ("in_progress", 1)
+    assert await _dial_failed(conn, uuid.uuid4(), "requeue") == "cancelled"
+
+
+async def test_an_unknown_intent_or_ending_is_refused(conn: asyncpg.Connection) -> None:
+    """A misspelt intent or ending is an error naming it, not a silent no-op."""
+    s = await _seed(conn, status="pending", call_sid=None)
+    with pytest.raises(asyncpg.InvalidParameterValueError, match="unknown intent retry"):
+        await _dial_failed(conn, s.call_id, "retry")
+    with pytest.raises(asyncpg.InvalidParameterValueError, match="unknown ending voicemail"):
+        await conn.execute(
+            """
+            SELECT dialer_end_attempt(k, c, 'failed', 'voicemail', 'x', $2, NULL, NULL, NULL, NULL, NULL)
+            FROM calls k JOIN campaigns c ON c.id = k.campaign_id WHERE k.id = $1
+            """,
+            s.call_id,
+            NOW,
+        )
+    assert (await _call(conn, s.call_id))["st"] == "pending"
+
+
+async def test_adoption_happens_once(conn: asyncpg.Connection) -> None:
+    """dialer_adopt_call moves a pending call to in_progress with its sid and counts the
+    attempt at dialed_at; a second adoption (any sid) changes nothing."""
+    s = await _seed(conn, status="pending", call_sid=None)
+    assert await conn.fetchval("SELECT dialer_adopt_call($1, 'CA5', $2)", s.call_id, NOW) is True
+    assert await conn.fetchval("SELECT dialer_adopt_call($1, 'CA6', $2)", s.call_id, NOW) is False
+    call = await _call(conn, s.call_id)
+    assert (call["st"], call["call_sid"], call["last_event_at"]) == ("in_progress", "CA5", NOW)
+    assert await _disposition(conn, s) == ("in_progress", 1)
+    assert await conn.fetchval("SELECT last_call_at FROM campaign_contacts WHERE campaign_id = $1", s.campaign_id) == DIALED

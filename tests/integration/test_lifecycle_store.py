@@ -11,8 +11,8 @@ import pytest
 
 from dialer import database
 from dialer.config import DatabaseSettings
-from dialer.errors import CarrierError, DatabaseUnavailable, TemplateError
-from dialer.models import ApplyResult, CallEvent
+from dialer.errors import DatabaseUnavailable, TemplateError
+from dialer.models import ApplyResult, CallEvent, DialIntent
 from dialer.store.lifecycle import LifecycleStore
 from tests.factories import FakeClock, add_contacts, madrid_number, make_campaign
 
@@ -182,9 +182,9 @@ async def test_dial_errors_transient_permanent_rejected(conn, store) -> None:
     a, b, c = await _claim_all(store)
     for call in (a, b, c):
         assert await store.begin_dial(call.id)
-    await store.dial_failed(a.id, CarrierError("429", kind="transient", status=429))
-    await store.dial_failed(b.id, CarrierError("bad number", kind="permanent", status=400, code=21211))
-    await store.dial_failed(c.id, CarrierError("unverified", kind="rejected", status=400, code=21210))
+    await store.dial_failed(a.id, DialIntent.REQUEUE, status=429, message="429")
+    await store.dial_failed(b.id, DialIntent.FAIL_PERMANENT, status=400, code=21211, message="bad number")
+    await store.dial_failed(c.id, DialIntent.FAIL_RETRYABLE, status=400, code=21210, message="unverified")
     rows = {r["contact_id"]: r for r in await conn.fetch("SELECT * FROM campaign_contacts")}
     assert (rows[a.contact_id]["call_status"], rows[a.contact_id]["call_count"]) == ("scheduled", 0)
     assert (rows[b.contact_id]["call_status"], rows[b.contact_id]["call_count"]) == ("invalid_number", 1)
