@@ -60,7 +60,8 @@ from bench._common import (
 from dialer import database
 from dialer.config import DatabaseSettings
 from dialer.importer import import_csv
-from dialer.store.lifecycle import CLAIM_SQL, LifecycleStore
+from dialer.store.claims import ClaimStore
+from dialer.store.lifecycle import LifecycleStore
 from dialer.twiml import validate_template
 
 BASELINE_CONTACTS = 10_000
@@ -227,7 +228,7 @@ async def probe_claim(
     try:
         started = time.perf_counter()
         rows = await conn.fetch(
-            CLAIM_SQL, cid, _utcnow(), "UTC", hours[0], hours[1], None, CLAIM_LIMIT, uuid.uuid4()
+            ClaimStore.CLAIM_SQL, cid, _utcnow(), "UTC", hours[0], hours[1], None, CLAIM_LIMIT, uuid.uuid4()
         )
         elapsed = (time.perf_counter() - started) * 1000
     finally:
@@ -256,7 +257,7 @@ async def explain_claim(
     await tx.start()
     try:
         rows = await conn.fetch(
-            "EXPLAIN (ANALYZE, BUFFERS) " + CLAIM_SQL,
+            "EXPLAIN (ANALYZE, BUFFERS) " + ClaimStore.CLAIM_SQL,
             cid,
             _utcnow(),
             "UTC",

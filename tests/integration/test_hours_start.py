@@ -19,7 +19,7 @@ import pytest
 
 from dialer import cli
 from dialer.carrier.simulator import RunningSimulator
-from dialer.store.lifecycle import HOUSEKEEPING_LOCK
+from dialer.store.housekeeping import HOUSEKEEPING_LOCK
 from tests.conftest import StartDaemon
 from tests.factories import add_contacts, madrid_number, make_campaign
 from tests.harness import wait_for

@@ -1,0 +1,249 @@
+"""Claims and the dial gate (docs/architecture.md, steps 2 and 3): which campaigns
+can dial, claiming their due calls inside calling hours, the gate right before each
+carrier request, and handing a claim back."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Final
+
+import asyncpg
+
+from dialer.database import translate_errors
+from dialer.models import CallStatus, Campaign, CampaignStatus, ClaimedCall, Contact
+from dialer.store.base import StoreBase, campaigns_in, in_window
+
+
+class ClaimStore(StoreBase):
+    """Moving due calls from scheduled to pending (this instance's), and back."""
+
+    @translate_errors
+    async def dialable_campaigns(self) -> list[Campaign]:
+        """Active, valid campaigns inside their schedule window."""
+        now = self.clock()
+        campaigns = await campaigns_in(self.pool, (CampaignStatus.ACTIVE,))
+        return [c for c in campaigns if c.last_error is None and in_window(c, now)]
+
+    # Up to $7 due calls of campaign $1 at time $2, inside calling hours ($3 zone
+    # fallback, $4-$6 hours and days), for contacts without a live call; those whose
+    # number is on do_not_call are cancelled (the contact becomes do_not_call), the
+    # rest claimed by instance $8. Returns the claimed calls with their contacts.
+    CLAIM_SQL: Final = """
+        WITH candidates AS (
+            SELECT k.id, k.contact_id, ct.phone_number
+            FROM calls k
+            JOIN contacts ct ON ct.id = k.contact_id
+            WHERE k.campaign_id = $1 AND k.status = 'scheduled' AND k.scheduled_at <= $2
+              AND ct.number_valid
+              -- The scheduler's campaign list is cached between housekeeping passes: the
+              -- claim itself re-checks that the campaign is still dialable right now.
+              AND EXISTS (SELECT 1 FROM campaigns c WHERE c.id = $1 AND c.status = 'active'
+                          AND c.last_error IS NULL
+                          AND (c.schedule_start IS NULL OR c.schedule_start <= $2)
+                          AND (c.schedule_end IS NULL OR $2 <= c.schedule_end))
+              AND dialer_in_calling_hours($2, coalesce(ct.resolved_timezone, $3), $4, $5, $6)
+              AND NOT EXISTS (SELECT 1 FROM calls l WHERE l.contact_id = k.contact_id
+                              AND l.status IN ('pending', 'in_progress'))
+            ORDER BY k.scheduled_at
+            LIMIT $7
+            FOR UPDATE OF k SKIP LOCKED
+        ), flagged AS MATERIALIZED (
+            -- Materialized: inlined, the do-not-call probe ran once per CASE below.
+            SELECT cand.id, cand.contact_id,
+                   EXISTS (SELECT 1 FROM do_not_call d WHERE d.phone_number = cand.phone_number) AS blocked
+            FROM candidates cand
+        ), claimed AS (
+            UPDATE calls k
+            SET status = CASE WHEN f.blocked THEN 'cancelled' ELSE 'pending' END::call_status,
+                outcome = CASE WHEN f.blocked THEN 'do-not-call' END,
+                claimed_by = CASE WHEN f.blocked THEN NULL ELSE $8::uuid END,
+                claimed_at = $2
+            FROM flagged f
+            WHERE k.id = f.id
+            RETURNING k.id, k.contact_id, k.retry_count, k.status
+        ), blocked AS (
+            UPDATE campaign_contacts cc SET call_status = 'do_not_call'
+            FROM claimed
+            WHERE claimed.status = 'cancelled' AND cc.campaign_id = $1 AND cc.contact_id = claimed.contact_id
+        )
+        SELECT claimed.id, claimed.contact_id, claimed.retry_count,
+               ct.first_name, ct.last_name, ct.phone_number, ct.email, ct.custom_fields
+        FROM claimed JOIN contacts ct ON ct.id = claimed.contact_id
+        WHERE claimed.status = 'pending'
+    """
+    # The campaign's own cap, counted across instances under its row lock.
+    _LOCK_CAMPAIGN: Final = "SELECT 1 FROM campaigns WHERE id = $1 FOR UPDATE"
+    _LIVE_IN_CAMPAIGN: Final = (
+        "SELECT count(*) FROM calls WHERE campaign_id = $1 AND status IN ('pending', 'in_progress')"
+    )
+
+    @translate_errors
+    async def claim(self, campaign: Campaign, limit: int) -> list[ClaimedCall]:
+        """Claim up to `limit` due calls of one campaign inside their calling hours
+        (status scheduled → pending, claimed_by = this instance). Due calls whose
+        number is on the do-not-call list are cancelled instead and the contact
+        becomes do_not_call. The campaign's own max_concurrent_calls is honoured
+        across instances by locking its row while counting."""
+        if limit <= 0:
+            return []
+        now = self.clock()
+        args = (
+            campaign.timezone or self.default_timezone,
+            campaign.calling_hours_start,
+            campaign.calling_hours_end,
+            campaign.calling_days,
+        )
+        if campaign.max_concurrent_calls is None:
+            # One statement is atomic on its own: no BEGIN/COMMIT round trips per pass.
+            rows = await self.pool.fetch(self.CLAIM_SQL, campaign.id, now, *args, limit, self.instance_id)
+            return self._claimed(campaign, rows)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(self._LOCK_CAMPAIGN, campaign.id)
+            live = await conn.fetchval(self._LIVE_IN_CAMPAIGN, campaign.id)
+            limit = min(limit, campaign.max_concurrent_calls - live)
+            if limit <= 0:
+                return []
+            rows = await conn.fetch(self.CLAIM_SQL, campaign.id, now, *args, limit, self.instance_id)
+        return self._claimed(campaign, rows)
+
+    def _claimed(self, campaign: Campaign, rows: Sequence[asyncpg.Record]) -> list[ClaimedCall]:
+        from_number = campaign.caller_id or self.default_from_number
+        return [
+            ClaimedCall(
+                id=r["id"],
+                campaign_id=campaign.id,
+                contact_id=r["contact_id"],
+                retry_count=r["retry_count"],
+                contact=Contact(
+                    first_name=r["first_name"],
+                    last_name=r["last_name"],
+                    phone_number=r["phone_number"],
+                    email=r["email"],
+                    custom_fields=r["custom_fields"] or {},
+                ),
+                from_number=from_number,
+                script_template=campaign.script_template,
+                machine_detection=campaign.machine_detection,
+                record_calls=campaign.record_calls,
+                ring_timeout_seconds=campaign.ring_timeout_seconds,
+                time_limit_seconds=campaign.time_limit_seconds,
+            )
+            for r in rows
+        ]
+
+    _ZONES_OF_DUE_WORK: Final = """
+        SELECT DISTINCT coalesce(ct.resolved_timezone, $2) AS zone
+        FROM calls k JOIN contacts ct ON ct.id = k.contact_id
+        WHERE k.campaign_id = $1 AND k.status IN ('scheduled', 'pending', 'in_progress')
+    """
+
+    @translate_errors
+    async def campaign_zones(self, campaign: Campaign) -> list[str]:
+        """The distinct time zones of the contacts this campaign has open calls for (a
+        scan of its due work: cache it). Live calls count too: one handed back, or
+        followed by a retry, is due work again without a new zone appearing."""
+        rows = await self.pool.fetch(
+            self._ZONES_OF_DUE_WORK, campaign.id, campaign.timezone or self.default_timezone
+        )
+        return [r["zone"] for r in rows]
+
+    _ANY_ZONE_OPEN: Final = """
+        SELECT coalesce(bool_or(dialer_in_calling_hours($1, z, $2, $3, $4)), false)
+        FROM unnest($5::text[]) AS z
+    """
+
+    @translate_errors
+    async def any_zone_open(self, campaign: Campaign, zones: Sequence[str]) -> bool:
+        """Whether it is inside the campaign's calling hours and days now in any of
+        these zones, by the same SQL function the claim uses."""
+        if not zones:
+            return False
+        return bool(
+            await self.pool.fetchval(
+                self._ANY_ZONE_OPEN,
+                self.clock(),
+                campaign.calling_hours_start,
+                campaign.calling_hours_end,
+                campaign.calling_days,
+                list(zones),
+            )
+        )
+
+    _DUE_COUNT: Final = """
+        SELECT count(*) FROM (SELECT 1 FROM calls WHERE campaign_id = ANY($1::uuid[])
+                              AND status = 'scheduled' AND scheduled_at <= $2 LIMIT $3) s
+    """
+
+    @translate_errors
+    async def due_count(self, campaign_ids: Sequence[uuid.UUID], cap: int = 100_000) -> int:
+        """Scheduled calls already due in these campaigns (capped: it is a gauge)."""
+        return int(await self.pool.fetchval(self._DUE_COUNT, list(campaign_ids), self.clock(), cap))
+
+    _NEXT_DUE: Final = (
+        "SELECT min(scheduled_at) FROM calls WHERE campaign_id = ANY($1::uuid[]) AND status = 'scheduled'"
+    )
+
+    @translate_errors
+    async def next_due_at(self, campaign_ids: Sequence[uuid.UUID]) -> datetime | None:
+        """When the earliest scheduled call of these campaigns falls due."""
+        value: datetime | None = await self.pool.fetchval(self._NEXT_DUE, list(campaign_ids))
+        return value
+
+    # The dial gate: call $1 still pending, claimed by $3 and not yet dialed, its
+    # campaign active, valid and inside its window at $2, the contact inside calling
+    # hours ($4: the zone of last resort). Writes dialed_at.
+    BEGIN_DIAL_SQL: Final = """
+        UPDATE calls k SET dialed_at = $2
+        FROM campaigns c, contacts ct
+        WHERE k.id = $1 AND k.status = 'pending' AND k.claimed_by = $3 AND k.dialed_at IS NULL
+          AND c.id = k.campaign_id AND c.status = 'active' AND c.last_error IS NULL
+          AND (c.schedule_start IS NULL OR c.schedule_start <= $2)
+          AND (c.schedule_end IS NULL OR $2 <= c.schedule_end)
+          AND ct.id = k.contact_id
+          AND dialer_in_calling_hours($2, coalesce(ct.resolved_timezone, c.timezone, $4),
+                                      c.calling_hours_start, c.calling_hours_end, c.calling_days)
+        RETURNING k.id
+    """
+
+    @translate_errors
+    async def begin_dial(self, call_id: uuid.UUID) -> bool:
+        """The gate right before a carrier request: succeeds only while the campaign
+        is active, inside its window, and the contact inside calling hours — and
+        records dialed_at first, so after a crash we know a request may have left."""
+        now = self.clock()
+        row = await self.pool.fetchrow(
+            self.BEGIN_DIAL_SQL, call_id, now, self.instance_id, self.default_timezone
+        )
+        return row is not None
+
+    @translate_errors
+    async def release_claim(self, call_id: uuid.UUID) -> None:
+        """A claimed call that was not dialed goes back: to scheduled (paused,
+        outside hours, shutting down), or cancelled when its campaign is over."""
+        await hand_back(self.pool, call_id)
+
+
+_RELEASE: Final = """
+    UPDATE calls k
+    SET status = CASE WHEN c.status IN ('cancelled', 'completed') THEN 'cancelled'
+                      ELSE 'scheduled' END::call_status,
+        outcome = CASE WHEN c.status IN ('cancelled', 'completed') THEN 'campaign-' || c.status END,
+        claimed_by = NULL, claimed_at = NULL, dialed_at = NULL
+    FROM campaigns c
+    WHERE k.id = $1 AND k.status = 'pending' AND k.call_sid IS NULL AND c.id = k.campaign_id
+    RETURNING k.status, k.campaign_id, k.contact_id
+"""
+_CANCEL_CONTACT: Final = """
+    UPDATE campaign_contacts SET call_status = 'cancelled'
+    WHERE campaign_id = $1 AND contact_id = $2 AND call_status IN ('pending', 'scheduled')
+"""
+
+
+async def hand_back(pool: asyncpg.Pool, call_id: uuid.UUID) -> None:
+    """Hand a never-sent claim back (ClaimStore.release_claim; rescue uses it too)."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(_RELEASE, call_id)
+        if row is not None and row["status"] == CallStatus.CANCELLED:
+            await conn.execute(_CANCEL_CONTACT, row["campaign_id"], row["contact_id"])

@@ -1,0 +1,160 @@
+"""Live calls: what the pool needs to follow them, rescue of calls held by dead
+instances, reconciliation reads, shutdown, and the TwiML lookup
+(docs/architecture.md#several-instances, #shutdown)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+import structlog
+
+from dialer.database import translate_errors
+from dialer.models import CallStatus, Contact
+from dialer.store.base import StoreBase
+from dialer.store.claims import hand_back
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class LiveCall:
+    """A call in `pending` or `in_progress` this instance must follow to its end."""
+
+    id: uuid.UUID
+    campaign_id: uuid.UUID
+    status: CallStatus
+    call_sid: str | None
+    dialed_at: datetime | None
+    phone_number: str
+    from_number: str
+    ring_timeout_seconds: int
+    time_limit_seconds: int
+
+
+# What following a live call needs; $2 is the caller id of last resort.
+_LIVE_SELECT: Final = """
+    SELECT k.id, k.campaign_id, k.status, k.call_sid, k.dialed_at, ct.phone_number,
+           coalesce(c.caller_id, $2) AS from_number, c.ring_timeout_seconds, c.time_limit_seconds
+    FROM calls k JOIN contacts ct ON ct.id = k.contact_id JOIN campaigns c ON c.id = k.campaign_id
+"""
+
+
+class LiveCallStore(StoreBase):
+    """Calls in flight: who holds them and what the carrier must be asked."""
+
+    _STATUSES: Final = "SELECT id, status FROM calls WHERE id = ANY($1::uuid[])"
+
+    @translate_errors
+    async def call_statuses(self, call_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, CallStatus]:
+        """Current status of these calls (after a LISTEN reconnect, nothing is missed)."""
+        rows = await self.pool.fetch(self._STATUSES, list(call_ids))
+        return {r["id"]: CallStatus(r["status"]) for r in rows}
+
+    _ENDINGS: Final = "SELECT id, status, outcome FROM calls WHERE id = ANY($1::uuid[])"
+
+    @translate_errors
+    async def call_endings(
+        self, call_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, tuple[CallStatus, str | None]]:
+        """Status and outcome of these calls, as the rows hold them (what a NOTIFY
+        payload only claims)."""
+        rows = await self.pool.fetch(self._ENDINGS, list(call_ids))
+        return {r["id"]: (CallStatus(r["status"]), r["outcome"]) for r in rows}
+
+    _LIVE_BY_ID: Final = _LIVE_SELECT + "WHERE k.id = $1"
+
+    @translate_errors
+    async def live_call(self, call_id: uuid.UUID) -> LiveCall | None:
+        """One live call with what following it needs."""
+        rows = await self._live_calls(self._LIVE_BY_ID, call_id)
+        return rows[0] if rows else None
+
+    # Live calls of instances not alive ($2: the heartbeat deadline) become this one's ($1).
+    _ADOPT_ORPHANS: Final = """
+        UPDATE calls k SET claimed_by = $1
+        WHERE k.status IN ('pending', 'in_progress') AND k.claimed_by IS DISTINCT FROM $1
+          AND NOT EXISTS (SELECT 1 FROM dialer_instances i WHERE i.id = k.claimed_by
+                          AND i.stopped_at IS NULL AND i.heartbeat_at >= $2)
+        RETURNING k.id, k.status, k.dialed_at
+    """
+    _LIVE_BY_IDS: Final = _LIVE_SELECT + "WHERE k.id = ANY($1::uuid[])"
+
+    @translate_errors
+    async def adopt_orphans(self, instance_timeout_seconds: float) -> list[LiveCall]:
+        """Rescue: live calls held by instances that are dead (stopped, or silent for
+        longer than the timeout) become this instance's. Those never sent
+        (dialed_at NULL) go straight back to scheduled; the rest are returned for
+        reconciliation with the carrier."""
+        stale = self.clock() - timedelta(seconds=instance_timeout_seconds)
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(self._ADOPT_ORPHANS, self.instance_id, stale)
+        if not rows:
+            return []
+        never_sent = [r["id"] for r in rows if r["status"] == CallStatus.PENDING and r["dialed_at"] is None]
+        for call_id in never_sent:
+            await hand_back(self.pool, call_id)
+        ids = [r["id"] for r in rows if r["id"] not in never_sent]
+        log.info("orphans_adopted", count=len(rows), to_reconcile=len(ids))
+        return await self._live_calls(self._LIVE_BY_IDS, ids) if ids else []
+
+    _LIVE_OF_INSTANCE: Final = (
+        _LIVE_SELECT + "WHERE k.claimed_by = $1 AND k.status IN ('pending', 'in_progress')"
+    )
+
+    @translate_errors
+    async def my_live_calls(self) -> list[LiveCall]:
+        """Live calls this instance holds (after a restart with the same id, or for tests)."""
+        return await self._live_calls(self._LIVE_OF_INSTANCE, self.instance_id)
+
+    async def _live_calls(self, sql: str, arg: Any) -> list[LiveCall]:
+        rows = await self.pool.fetch(sql, arg, self.default_from_number)
+        return [
+            LiveCall(
+                id=r["id"],
+                campaign_id=r["campaign_id"],
+                status=CallStatus(r["status"]),
+                call_sid=r["call_sid"],
+                dialed_at=r["dialed_at"],
+                phone_number=r["phone_number"],
+                from_number=r["from_number"],
+                ring_timeout_seconds=r["ring_timeout_seconds"],
+                time_limit_seconds=r["time_limit_seconds"],
+            )
+            for r in rows
+        ]
+
+    _RETURN_UNSTARTED: Final = """
+        UPDATE calls SET status = 'scheduled', claimed_by = NULL, claimed_at = NULL
+        WHERE claimed_by = $1 AND status = 'pending' AND dialed_at IS NULL
+    """
+
+    @translate_errors
+    async def return_unstarted(self) -> int:
+        """Shutdown: calls this instance claimed but never sent go back to scheduled."""
+        result = await self.pool.execute(self._RETURN_UNSTARTED, self.instance_id)
+        return int(result.split()[-1])
+
+    _TWIML_OF_CALL: Final = """
+        SELECT c.script_template, ct.first_name, ct.last_name, ct.phone_number, ct.email, ct.custom_fields
+        FROM calls k JOIN campaigns c ON c.id = k.campaign_id JOIN contacts ct ON ct.id = k.contact_id
+        WHERE k.id = $1
+    """
+
+    @translate_errors
+    async def call_for_twiml(self, call_id: uuid.UUID) -> tuple[str | None, Contact] | None:
+        """The script template and contact of a call, to serve its TwiML document."""
+        row = await self.pool.fetchrow(self._TWIML_OF_CALL, call_id)
+        if row is None:
+            return None
+        contact = Contact(
+            first_name=row["first_name"],
+            last_name=row["last_name"],
+            phone_number=row["phone_number"],
+            email=row["email"],
+            custom_fields=row["custom_fields"] or {},
+        )
+        return row["script_template"], contact
