@@ -15,6 +15,10 @@ class MigrationError(DialerError):
     """A migration file failed; the message names the file and the reason."""
 
 
+class StartupError(DialerError):
+    """The daemon could not start (a port already taken …); the message names what."""
+
+
 class DatabaseUnavailable(DialerError):
     """PostgreSQL cannot be reached (or the embedded server cannot start)."""
 

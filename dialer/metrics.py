@@ -13,7 +13,7 @@ __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
 class Metrics:
     """Every figure docs/webhooks.md lists: dials, outcomes, live calls, queue depth,
-    callback latency, signature failures, DB errors (plus carrier errors)."""
+    callback latency, signature failures, DB errors, loop restarts (plus carrier errors)."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -57,6 +57,10 @@ class Metrics:
             "Connections closed by the listener's limits (header_timeout, body_timeout, "
             "idle_evicted, refused_at_cap, memory_budget)",
             ["reason"],
+            registry=r,
+        )
+        self.loop_restarts = Counter(
+            "dialer_loop_restarts", "Side loops (scheduler, listener) restarted after a crash", ["loop"],
             registry=r,
         )
 

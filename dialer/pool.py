@@ -248,6 +248,17 @@ class CallPool:
             self._checker.cancel()  # nothing left to end: its calls are drained or cancelled
         return len(pending)
 
+    async def cancel_all(self) -> None:
+        """Cancel every call coroutine at once and wait for them to end (a close
+        without drain: their rows stay live and are adopted by the next instance)."""
+        tasks = list(self._tasks.values())
+        if self._checker is not None and not self._checker.done():
+            tasks.append(self._checker)  # what it would end is being cancelled
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+
     # ------------------------------------------------------------- coroutines
 
     async def _dial_and_follow(self, call: ClaimedCall) -> None:

@@ -1,12 +1,17 @@
 """The one place that wires the daemon together (`dialer run`): database pool,
 migrations, store, carrier (and the in-process simulator), webhook listener, LISTEN
-connection, call pool and scheduler; systemd notifications; graceful shutdown."""
+connection, call pool and scheduler; systemd notifications; graceful shutdown.
+
+Every resource is registered on one `AsyncExitStack` the moment it opens, so
+`close()` releases exactly what was opened, in reverse order, whether start-up
+finished or failed half-way (a busy HTTP port)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import errno
 import signal
 import uuid
 from collections.abc import Awaitable, Callable
@@ -17,7 +22,6 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from dialer import database, http_limits, migrate, twiml, webhooks
-from dialer.carrier import DialRequest
 from dialer.carrier.simulator import (
     SIMULATOR_ACCOUNT_SID,
     SIMULATOR_AUTH_TOKEN,
@@ -27,25 +31,24 @@ from dialer.carrier.simulator import (
 from dialer.carrier.twilio import TwilioCarrier
 from dialer.config import Settings, TwilioSettings
 from dialer.console import server as console
-from dialer.errors import DatabaseUnavailable
+from dialer.errors import DatabaseUnavailable, StartupError
 from dialer.listener import Listener
 from dialer.metrics import Metrics
-from dialer.models import ClaimedCall
 from dialer.pacing import TokenBucket
 from dialer.pool import CallPool
 from dialer.scheduler import Scheduler
 from dialer.store.lifecycle import Clock, LifecycleStore, utcnow
+from dialer.supervisor import Supervisor
 from dialer.systemd import SystemdNotifier
 
 log = structlog.get_logger(__name__)
 
 TWILIO_API = "https://api.twilio.com"
 READY_TIMEOUT = 30.0  # seconds to get the first LISTEN in place at start
-RESTART_DELAY = 1.0  # seconds before a crashed background loop is restarted
 
 
 class Daemon:
-    """One dialer instance. `await start()`, then `await stop()`; or `run_until()`."""
+    """One dialer instance. `await start()`, then `await stop()` (drain) or `close()`."""
 
     def __init__(
         self,
@@ -64,13 +67,12 @@ class Daemon:
         self.notifier = notifier or SystemdNotifier.from_env({})
         self.instance_id = instance_id or uuid.uuid4()
         self.metrics = Metrics()
+        self.supervisor = Supervisor(self.metrics)
         self.simulator: RunningSimulator | None = None
         self._db: database.Pool | None = None
-        self._carrier: TwilioCarrier | None = None
         self._runner: web.AppRunner | None = None
-        self._metrics_runner: web.AppRunner | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-        self._console_context: contextlib.AbstractAsyncContextManager[console.RunningConsole] | None = None
+        self._resources = contextlib.AsyncExitStack()
+        self._started = False
         self.console: console.RunningConsole | None = None
         self._scheduler_stop = asyncio.Event()
         self.store: LifecycleStore
@@ -81,17 +83,27 @@ class Daemon:
     # ---------------------------------------------------------------- start
 
     async def start(self) -> None:
-        """Bring every part up; READY=1 once the database, LISTEN and HTTP are up."""
+        """Bring every part up; READY=1 once the database, LISTEN and HTTP are up. A
+        failure half-way closes what was opened and raises (StartupError for a
+        listener that cannot bind, naming the port)."""
+        try:
+            await self._open()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _open(self) -> None:
         s = self.settings
         database.refuse_pooled_listen(self.listen_url, from_listen_url=self.listen_url != self.db_url)
         async with database.connection(self.db_url, s.database) as conn:
             applied = await migrate.migrate(conn)
             if applied:
                 log.info("migrations_applied", files=[m.path.name for m in applied])
-        self._db = await database.create_pool(self.db_url, s.database)
+        self._db = db = await database.create_pool(self.db_url, s.database)
+        self._on_close("database_pool", db.close)
         twilio_settings = await self._carrier_settings()
         self.store = LifecycleStore(
-            self._db,
+            db,
             instance_id=self.instance_id,
             default_timezone=s.dialer.default_timezone,
             default_from_number=s.twilio.from_number,
@@ -99,14 +111,22 @@ class Daemon:
             clock=self.clock,
         )
         await self.store.register_instance()
-        self._carrier = await TwilioCarrier.create(twilio_settings)
+        self._on_close("instance", self._deregister)
+        carrier = await TwilioCarrier.create(twilio_settings)
+        self._on_close("carrier", carrier.close)
+        requests = twiml.CallRequests(
+            public_url=s.http.public_url,
+            voice=s.twilio.voice,
+            language=s.twilio.language,
+            lookup=self.store.call_for_twiml,
+        )
         bucket = TokenBucket(s.dialer.calls_per_second, s.dialer.bucket_size)
         self.pool = CallPool(
             store=self.store,
-            carrier=self._carrier,
+            carrier=carrier,
             bucket=bucket,
             metrics=self.metrics,
-            build_request=self._build_request,
+            build_request=requests.build,
             max_concurrent_calls=s.dialer.max_concurrent_calls,
             reconcile_after_seconds=s.dialer.reconcile_after_seconds,
             on_slot_freed=self._slot_freed,
@@ -138,20 +158,27 @@ class Daemon:
                 metrics=self.metrics,
                 max_body_bytes=s.http.max_body_bytes,
                 is_ready=self.is_ready,
-                render_twiml=self._render_twiml,
+                render_twiml=requests.document,
                 intercept=self.pool.intercept,
+                readiness_detail=self.supervisor.detail,
             ),
             with_metrics=s.http.metrics_port is None,
         )
         guard = http_limits.guard_for(s, self.metrics)  # one for every listener: the fd cap is per process
-        self._runner = await webhooks.serve(app, s.http.host, s.http.port, guard)
+        self._runner = runner = await self._serve(app, "http.port", s.http.host, s.http.port, guard)
+        self._on_close("http", runner.cleanup)
         if (port := s.http.metrics_port) is not None:
             metrics = webhooks.create_metrics_app(self.metrics)
-            self._metrics_runner = await webhooks.serve(metrics, s.http.metrics_host, port, guard)
+            metrics_runner = await self._serve(metrics, "http.metrics_port", s.http.metrics_host, port, guard)
+            self._on_close("metrics_http", metrics_runner.cleanup)
+        # Call coroutines end before the HTTP listener and the pool they use: a
+        # close without drain leaves their calls live in the database, for the next
+        # instance to adopt.
+        self._on_close("calls", self.pool.cancel_all)
         if s.console.enabled:  # its own listener and pool; fed by ours (docs/console.md)
             context = console.run_console(s, self.db_url, self.listener, self.instance_id)
             self.console = await context.__aenter__()
-            self._console_context = context
+            self._on_close("console", lambda: context.__aexit__(None, None, None))
         self._spawn("listener", self.listener.run)
         if not await self.listener.wait_connected(READY_TIMEOUT):
             log.warning("listen_not_ready", waited_seconds=READY_TIMEOUT)
@@ -161,12 +188,25 @@ class Daemon:
             self.pool.resume(call)
         self._spawn("scheduler", lambda: self.scheduler.run(self._scheduler_stop))
         self.notifier.ready(status="dialing")
+        self._started = True
         log.info(
             "daemon_started",
             instance_id=str(self.instance_id),
             http=f"{s.http.host}:{self.http_port}",
             carrier=s.carrier.kind,
         )
+
+    async def _serve(
+        self, app: web.Application, key: str, host: str, port: int, guard: http_limits.HttpGuard
+    ) -> web.AppRunner:
+        """One HTTP listener, or a StartupError naming the setting (`key`) and the
+        address it could not take."""
+        try:
+            return await webhooks.serve(app, host, port, guard)
+        except OSError as exc:
+            in_use = exc.errno == errno.EADDRINUSE
+            reason = "the port is already in use" if in_use else exc.strerror or str(exc)
+            raise StartupError(f"{key}: cannot listen on {host}:{port}: {reason}") from exc
 
     async def _carrier_settings(self) -> TwilioSettings:
         """Twilio, or the simulator: in-process unless api_base_url points elsewhere."""
@@ -177,11 +217,50 @@ class Daemon:
         token = s.twilio.auth_token.get_secret_value() or SIMULATOR_AUTH_TOKEN
         base = s.twilio.api_base_url
         if base == TWILIO_API:
-            self.simulator = await start_simulator(s.simulator, account_sid=account, auth_token=token)
-            base = self.simulator.url
+            simulator = await start_simulator(s.simulator, account_sid=account, auth_token=token)
+            self._on_close("simulator", simulator.stop)
+            self.simulator = simulator
+            base = simulator.url
         return s.twilio.model_copy(
             update={"account_sid": account, "auth_token": SecretStr(token), "api_base_url": base}
         )
+
+    def _on_close(self, resource: str, close: Callable[[], Awaitable[object]]) -> None:
+        """Register how to release a resource just opened. A failing release is
+        logged and the others still run."""
+
+        async def release() -> None:
+            try:
+                await close()
+            except Exception:
+                log.exception("close_failed", resource=resource)
+
+        self._resources.push_async_callback(release)
+
+    def _spawn(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
+        task = self.supervisor.spawn(name, factory)
+
+        async def cancel() -> None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        self._resources.push_async_callback(cancel)
+
+    async def _deregister(self) -> None:
+        """Hand back never-sent claims and tell other instances this one is gone."""
+        await self._return_unstarted()
+        await self.store.mark_stopped()
+
+    async def _return_unstarted(self) -> None:
+        try:
+            returned = await self.store.return_unstarted()
+        except DatabaseUnavailable as exc:
+            # The next instance's rescue hands them back instead.
+            log.warning("return_unstarted_failed", error=str(exc))
+            return
+        if returned:
+            log.info("unstarted_calls_returned", count=returned)
 
     @property
     def http_port(self) -> int:
@@ -196,21 +275,6 @@ class Daemon:
         self.scheduler.wake(housekeeping=True)
         await self.pool.refresh()
 
-    def _spawn(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
-        self._tasks.append(asyncio.create_task(self._supervise(name, factory), name=name))
-
-    async def _supervise(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
-        """Keep a background loop alive: a crash is logged and the loop restarted."""
-        while True:
-            try:
-                await factory()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("background_task_crashed", task=name)
-                await asyncio.sleep(RESTART_DELAY)
-
     async def is_ready(self) -> bool:
         """Ready while the database answers and the LISTEN connection is up."""
         if self._db is None or not self.listener.connected:
@@ -221,36 +285,6 @@ class Daemon:
         except (DatabaseUnavailable, TimeoutError):
             return False
         return True
-
-    def _build_request(self, call: ClaimedCall) -> DialRequest:
-        s = self.settings
-        doc = twiml.render_twiml(
-            call.script_template, call.contact, voice=s.twilio.voice, language=s.twilio.language
-        )
-        query = f"?call_id={call.id}"
-        inline = twiml.fits_inline(doc)
-        return DialRequest(
-            to=call.contact.phone_number,
-            from_=call.from_number,
-            status_callback_url=f"{s.http.public_url}/twilio/status{query}",
-            twiml=doc if inline else None,
-            twiml_url=None if inline else f"{s.http.public_url}/twilio/twiml{query}",
-            timeout_seconds=call.ring_timeout_seconds,
-            time_limit_seconds=call.time_limit_seconds,
-            machine_detection=call.machine_detection,
-            record=call.record_calls,
-            recording_callback_url=(
-                f"{s.http.public_url}/twilio/recording{query}" if call.record_calls else None
-            ),
-        )
-
-    async def _render_twiml(self, call_id: uuid.UUID) -> str | None:
-        found = await self.store.call_for_twiml(call_id)
-        if found is None:
-            return None
-        template, contact = found
-        s = self.settings
-        return twiml.render_twiml(template, contact, voice=s.twilio.voice, language=s.twilio.language)
 
     # ----------------------------------------------------------------- stop
 
@@ -263,46 +297,30 @@ class Daemon:
         self._scheduler_stop.set()
         self.scheduler.wake()
         self.pool.stop_dialing()
-        with contextlib.suppress(Exception):
-            await self.store.return_unstarted()
+        await self._return_unstarted()
         left = await self.pool.drain(drain)
         if left:
             log.warning("drain_timeout", unfinished_calls=left)
         await self.close()
 
     async def close(self) -> None:
-        """Tear everything down without draining (second signal, or after drain)."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks.clear()
-        if self._db is not None:
-            with contextlib.suppress(Exception):
-                await self.store.return_unstarted()
-                await self.store.mark_stopped()
-        if self._console_context is not None:
-            await self._console_context.__aexit__(None, None, None)
-            self._console_context = self.console = None
-        for runner in (self._runner, self._metrics_runner):
-            if runner is not None:
-                await runner.cleanup()
-        self._runner = self._metrics_runner = None
-        if self._carrier is not None:
-            await self._carrier.close()
-            self._carrier = None
-        if self.simulator is not None:
-            await self.simulator.stop()
-            self.simulator = None
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
-        log.info("daemon_stopped", instance_id=str(self.instance_id))
+        """Release everything opened so far, newest first, without draining (second
+        signal, after the drain, or a start that failed). Safe to call twice."""
+        resources, self._resources = self._resources, contextlib.AsyncExitStack()
+        await resources.aclose()
+        self._runner = None
+        self.console = None
+        self._db = None
+        self.simulator = None
+        if self._started:
+            self._started = False
+            log.info("daemon_stopped", instance_id=str(self.instance_id))
 
 
 async def run_daemon(settings: Settings) -> int:
-    """`dialer run`: until SIGTERM/SIGINT; a second signal skips the drain."""
+    """`dialer run`: until SIGTERM/SIGINT; a second signal skips the drain. A start
+    that fails raises (the CLI prints its one line and exits 1) after closing what
+    it had opened."""
     notifier = SystemdNotifier.from_env()
     with database.database_endpoints(settings.database) as endpoints:
         daemon = Daemon(settings, db_url=endpoints.url, listen_url=endpoints.listen_url, notifier=notifier)
@@ -317,8 +335,8 @@ async def run_daemon(settings: Settings) -> int:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal)
-        await daemon.start()
         try:
+            await daemon.start()
             await stop.wait()
             drain = asyncio.create_task(daemon.stop())
             hurry = asyncio.create_task(urgent.wait())
@@ -328,11 +346,11 @@ async def run_daemon(settings: Settings) -> int:
                 drain.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await drain
-                await daemon.close()
             hurry.cancel()
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+            await daemon.close()
     return 0
 
 

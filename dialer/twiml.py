@@ -1,22 +1,29 @@
-"""Script templates → TwiML.
+"""Script templates → TwiML, and the carrier request that carries it.
 
 A campaign's `script_template` is plain text with placeholders (`{{first_name}}`,
 `{{last_name}}`, `{{phone_number}}`, `{{email}}`, `{{custom.KEY}}`). It is spoken with
 one `<Say>`; everything — template text and contact values alike — goes through
 twilio's `VoiceResponse`, which XML-escapes it, so nothing in a template or a contact
 row can become TwiML.
+
+`CallRequests` turns a claimed call into its `DialRequest` (the document inline, or
+the daemon's TwiML URL when too long, and the signed callback URLs) and serves the
+document of a call at that URL.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from twilio.twiml.voice_response import VoiceResponse
 
+from dialer.carrier import DialRequest
 from dialer.errors import TemplateError
-from dialer.models import Contact
+from dialer.models import ClaimedCall, Contact
 
 # Twilio rejects an inline `Twiml` parameter longer than this; the engine then serves
 # the document from its own TwiML URL instead.
@@ -100,3 +107,50 @@ def render_twiml(template: str | None, contact: Contact, *, voice: str, language
 def fits_inline(twiml: str) -> bool:
     """Whether `twiml` can be sent as the inline `Twiml` parameter of a call."""
     return len(twiml) <= INLINE_TWIML_LIMIT
+
+
+# The script template and contact of a call (the store's call_for_twiml), or None.
+ScriptLookup = Callable[[uuid.UUID], Awaitable[tuple[str | None, Contact] | None]]
+
+
+@dataclass(frozen=True)
+class CallRequests:
+    """What a call says and where the carrier reports on it, for one daemon.
+
+    `public_url` is the address the carrier reaches (no trailing slash); every URL
+    carries `?call_id=<uuid>`, which the callback signature covers."""
+
+    public_url: str
+    voice: str
+    language: str
+    lookup: ScriptLookup
+
+    def build(self, call: ClaimedCall) -> DialRequest:
+        """The carrier request for a claimed call: its TwiML inline when it fits,
+        else the URL the carrier fetches it from; the recording callback only when
+        the campaign records."""
+        doc = render_twiml(call.script_template, call.contact, voice=self.voice, language=self.language)
+        query = f"?call_id={call.id}"
+        inline = fits_inline(doc)
+        return DialRequest(
+            to=call.contact.phone_number,
+            from_=call.from_number,
+            status_callback_url=f"{self.public_url}/twilio/status{query}",
+            twiml=doc if inline else None,
+            twiml_url=None if inline else f"{self.public_url}/twilio/twiml{query}",
+            timeout_seconds=call.ring_timeout_seconds,
+            time_limit_seconds=call.time_limit_seconds,
+            machine_detection=call.machine_detection,
+            record=call.record_calls,
+            recording_callback_url=(
+                f"{self.public_url}/twilio/recording{query}" if call.record_calls else None
+            ),
+        )
+
+    async def document(self, call_id: uuid.UUID) -> str | None:
+        """The TwiML document of a call (served at /twilio/twiml), None when unknown."""
+        found = await self.lookup(call_id)
+        if found is None:
+            return None
+        template, contact = found
+        return render_twiml(template, contact, voice=self.voice, language=self.language)

@@ -115,6 +115,9 @@ class WebhookDeps:
     # Engine fast path: True when it absorbed a non-final event for a call it holds
     # locally, so no DB write is needed. Called only for non-final events, before the store.
     intercept: Callable[[uuid.UUID | None, CallEvent], bool] | None = None
+    # Lines appended to /readyz's answer (side loops restarted after a crash); they do
+    # not change the status code.
+    readiness_detail: Callable[[], list[str]] | None = None
     # A store call slower than this answers 503 (Twilio gives up on a callback after 15 s;
     # a 503 lets it retry, while an abandoned connection is simply lost).
     store_timeout_seconds: float = 10.0
@@ -438,9 +441,19 @@ class _Webhooks:
         except Exception:  # a probe that cannot tell is a "not ready"
             log.warning("readiness_check_failed", exc_info=True)
             ready = False
+        detail = "".join(f"{line}\n" for line in self._readiness_detail())
         if ready:
-            return web.Response(text="ready\n")
-        return web.Response(status=503, text="not ready\n")
+            return web.Response(text="ready\n" + detail)
+        return web.Response(status=503, text="not ready\n" + detail)
+
+    def _readiness_detail(self) -> list[str]:
+        if self.deps.readiness_detail is None:
+            return []
+        try:
+            return self.deps.readiness_detail()
+        except Exception:  # the detail is a courtesy: it never changes the answer
+            log.exception("readiness_detail_failed")
+            return []
 
 
 def _metrics_handler(metrics: Metrics) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

@@ -18,7 +18,7 @@ async def _status(url: str) -> int:
     try:
         async with aiohttp.ClientSession() as http, http.get(url, timeout=aiohttp.ClientTimeout(total=5)) as r:
             return r.status
-    except aiohttp.ClientError:
+    except (aiohttp.ClientError, TimeoutError):  # no answer yet (a loaded machine): ask again
         return 0
 
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import uuid
 import xml.etree.ElementTree as ET
 from typing import Any
 
 import pytest
 
 from dialer.errors import TemplateError
-from dialer.models import Contact
+from dialer.models import ClaimedCall, Contact
 from dialer.twiml import (
     DEFAULT_MESSAGE,
     INLINE_TWIML_LIMIT,
+    CallRequests,
     fits_inline,
     render_script,
     render_twiml,
@@ -121,3 +123,62 @@ def test_inline_limit() -> None:
     assert INLINE_TWIML_LIMIT == 4000
     assert fits_inline("x" * 4000)
     assert not fits_inline("x" * 4001)
+
+
+def _claimed(script: str | None, *, record: bool = False) -> ClaimedCall:
+    return ClaimedCall(
+        id=uuid.UUID(int=7),
+        campaign_id=uuid.uuid4(),
+        contact_id=uuid.uuid4(),
+        retry_count=0,
+        contact=_contact(),
+        from_number="+34910000000",
+        script_template=script,
+        machine_detection=True,
+        record_calls=record,
+        ring_timeout_seconds=25,
+        time_limit_seconds=300,
+    )
+
+
+def _requests(known: dict[uuid.UUID, tuple[str | None, Contact]] | None = None) -> CallRequests:
+    async def lookup(call_id: uuid.UUID) -> tuple[str | None, Contact] | None:
+        return (known or {}).get(call_id)
+
+    return CallRequests(public_url="https://dialer.example.com", voice="alice", language="es-ES", lookup=lookup)
+
+
+def test_request_carries_the_document_inline_and_the_callback_urls() -> None:
+    """A short script goes inline; callbacks name the call; the campaign's knobs pass through."""
+    request = _requests().build(_claimed("Hola {{first_name}}"))
+    call_id = uuid.UUID(int=7)
+    assert request.twiml is not None and request.twiml_url is None
+    assert _say_texts(request.twiml) == ["Hola Ana"]
+    assert request.status_callback_url == f"https://dialer.example.com/twilio/status?call_id={call_id}"
+    assert (request.to, request.from_, request.timeout_seconds, request.time_limit_seconds) == (
+        "+34911234567",
+        "+34910000000",
+        25,
+        300,
+    )
+    assert request.machine_detection
+    assert (request.record, request.recording_callback_url) == (False, None)
+
+
+def test_a_long_script_is_fetched_from_the_twiml_url_and_recording_is_called_back() -> None:
+    """Past the inline limit the carrier fetches the document; recording adds its callback."""
+    request = _requests().build(_claimed("x" * (INLINE_TWIML_LIMIT + 1), record=True))
+    call_id = uuid.UUID(int=7)
+    assert request.twiml is None
+    assert request.twiml_url == f"https://dialer.example.com/twilio/twiml?call_id={call_id}"
+    assert request.recording_callback_url == f"https://dialer.example.com/twilio/recording?call_id={call_id}"
+
+
+async def test_the_served_document_is_the_calls_script_or_none() -> None:
+    """document() renders the looked-up script for that contact; an unknown call gives None."""
+    call_id = uuid.uuid4()
+    requests = _requests({call_id: ("Adiós {{last_name}}", _contact())})
+    document = await requests.document(call_id)
+    assert document is not None
+    assert _say_texts(document) == ["Adiós García"]
+    assert await requests.document(uuid.uuid4()) is None
