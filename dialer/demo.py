@@ -32,6 +32,7 @@ from dialer.embedded import EmbeddedPostgres
 from dialer.importer import import_csv
 from dialer.logs import configure_logging
 from dialer.loopback import is_loopback_host
+from dialer.models import CampaignStatus
 from dialer.progress import render_progress, watch
 from dialer.service import Daemon
 from dialer.store.campaigns import CampaignProgress, CampaignStore, NewCampaign
@@ -230,12 +231,12 @@ async def _campaign(daemon: Daemon, db_url: str, count: int, rng: random.Random,
         dnc = DoNotCallStore(conn)
         for number in numbers[6:8]:
             await dnc.add(number, "asked not to be called (demo)")
-        await campaigns.transition(campaign_id, ("draft",), "active")
+        await campaigns.transition(campaign_id, (CampaignStatus.DRAFT,), CampaignStatus.ACTIVE)
         console.print(f"campaign {campaign_id} is active; the daemon is dialing:\n")
         started = time.monotonic()
         final = await _follow(campaigns, campaign_id, console)
     _summary(final, daemon, time.monotonic() - started, console)
-    return 0 if final is not None and final.status == "completed" else 1
+    return 0 if final is not None and final.status is CampaignStatus.COMPLETED else 1
 
 
 async def _follow(

@@ -27,10 +27,6 @@ class TemplateError(DialerError):
     """A campaign's script template cannot be rendered (unknown placeholder …)."""
 
 
-class CampaignInvalid(DialerError):
-    """A campaign cannot be dialed as configured; the message says why."""
-
-
 class ImportRejected(DialerError):
     """An import file cannot be read at all (not a CSV, no phone_number column …)."""
 

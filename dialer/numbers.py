@@ -8,8 +8,6 @@ from dataclasses import dataclass
 import phonenumbers
 from phonenumbers import timezone as number_timezones
 
-E164_MAX_DIGITS = 15
-
 
 @dataclass(frozen=True)
 class ParsedNumber:

@@ -29,6 +29,7 @@ from dialer.config import Settings
 from dialer.database import Connection
 from dialer.errors import DialerError
 from dialer.importer import import_csv, import_dnc_csv
+from dialer.models import Campaign, CampaignStatus
 from dialer.store.campaigns import FINAL_CAMPAIGN_STATUSES, CampaignStore, NewCampaign
 from dialer.store.contacts import DoNotCallStore
 
@@ -36,12 +37,15 @@ log = structlog.get_logger(__name__)
 
 Work = Callable[[Connection], Awaitable[int]]
 
-# (allowed current statuses, new status) of each steering command.
-TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
-    "start": (frozenset({"draft", "paused"}), "active"),
-    "pause": (frozenset({"active"}), "paused"),
-    "resume": (frozenset({"paused"}), "active"),
-    "cancel": (frozenset({"draft", "active", "paused"}), "cancelled"),
+# (allowed current statuses, new status) of each steering command (docs/campaigns.md#lifecycle).
+TRANSITIONS: dict[str, tuple[frozenset[CampaignStatus], CampaignStatus]] = {
+    "start": (frozenset({CampaignStatus.DRAFT, CampaignStatus.PAUSED}), CampaignStatus.ACTIVE),
+    "pause": (frozenset({CampaignStatus.ACTIVE}), CampaignStatus.PAUSED),
+    "resume": (frozenset({CampaignStatus.PAUSED}), CampaignStatus.ACTIVE),
+    "cancel": (
+        frozenset({CampaignStatus.DRAFT, CampaignStatus.ACTIVE, CampaignStatus.PAUSED}),
+        CampaignStatus.CANCELLED,
+    ),
 }
 
 
@@ -194,14 +198,14 @@ def _console() -> Console:
     return Console(file=sys.stdout, highlight=False, width=width)
 
 
-async def open_campaign(conn: Connection, campaign_id: uuid.UUID) -> dict[str, Any]:
+async def open_campaign(conn: Connection, campaign_id: uuid.UUID) -> Campaign:
     """The campaign, or CommandFailed when it does not exist or is final (an import
     into it is refused: the CLI's and the console's alike)."""
     campaign = await CampaignStore(conn).get(campaign_id)
     if campaign is None:
         raise CommandFailed(f"no campaign with id {campaign_id}")
-    if campaign["status"] in FINAL_CAMPAIGN_STATUSES:
-        raise CommandFailed(f"campaign {campaign_id} is {campaign['status']}: it takes no more contacts")
+    if campaign.status in FINAL_CAMPAIGN_STATUSES:
+        raise CommandFailed(f"campaign {campaign_id} is {campaign.status}: it takes no more contacts")
     return campaign
 
 

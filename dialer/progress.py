@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -19,25 +18,17 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from dialer.store.campaigns import CampaignProgress
+from dialer.models import CampaignStatus, Disposition
+from dialer.store.campaigns import CampaignProgress, CampaignSummary
 
 # Dispositions in the order an operator reads them: open first, then final.
-DISPOSITION_ORDER = (
-    "pending",
-    "scheduled",
-    "in_progress",
-    "completed",
-    "failed",
-    "cancelled",
-    "invalid_number",
-    "do_not_call",
-)
-STATUS_STYLE = {
-    "draft": "dim",
-    "active": "bold green",
-    "paused": "yellow",
-    "completed": "bold blue",
-    "cancelled": "red",
+DISPOSITION_ORDER: tuple[str, ...] = tuple(Disposition)
+STATUS_STYLE: dict[str, str] = {
+    CampaignStatus.DRAFT: "dim",
+    CampaignStatus.ACTIVE: "bold green",
+    CampaignStatus.PAUSED: "yellow",
+    CampaignStatus.COMPLETED: "bold blue",
+    CampaignStatus.CANCELLED: "red",
 }
 
 
@@ -115,7 +106,7 @@ def render_many(snapshots: Sequence[CampaignProgress]) -> RenderableType:
     return Group(*blocks)
 
 
-def render_list(rows: Sequence[dict[str, Any]]) -> RenderableType:
+def render_list(rows: Sequence[CampaignSummary]) -> RenderableType:
     """The `campaign list` table."""
     if not rows:
         return Text("no campaigns")
@@ -124,14 +115,14 @@ def render_list(rows: Sequence[dict[str, Any]]) -> RenderableType:
         table.add_column(name, no_wrap=name == "id")
     for r in rows:
         table.add_row(
-            str(r["id"]),
-            r["name"],
-            Text(r["status"], style=STATUS_STYLE.get(r["status"], "")),
-            str(r["contacts"]),
-            str(r["total_calls"]),
-            str(r["successful_calls"]),
-            str(r["failed_calls"]),
-            f"{r['created_at']:%Y-%m-%d %H:%M}",
+            str(r.id),
+            r.name,
+            Text(r.status, style=STATUS_STYLE.get(r.status, "")),
+            str(r.contacts),
+            str(r.total_calls),
+            str(r.successful_calls),
+            str(r.failed_calls),
+            f"{r.created_at:%Y-%m-%d %H:%M}",
         )
     return table
 

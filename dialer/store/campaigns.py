@@ -11,13 +11,15 @@ import uuid
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, time
-from typing import Any
+from typing import Any, Final
 
 import asyncpg
 
 from dialer.database import translate_errors
+from dialer.models import Campaign, CampaignStatus, Disposition
+from dialer.store.base import CAMPAIGN_COLUMNS, campaign_from_row
 
-FINAL_CAMPAIGN_STATUSES = frozenset({"completed", "cancelled"})
+FINAL_CAMPAIGN_STATUSES = frozenset({CampaignStatus.COMPLETED, CampaignStatus.CANCELLED})
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,22 @@ class Transition:
     """The outcome of a status change: `status` is the status now (None: no such campaign)."""
 
     changed: bool
-    status: str | None
+    status: CampaignStatus | None
+
+
+@dataclass(frozen=True)
+class CampaignSummary:
+    """One line of `campaign list`."""
+
+    id: uuid.UUID
+    name: str
+    status: CampaignStatus
+    created_at: datetime  # naive UTC
+    contacts: int
+    total_calls: int
+    pending_calls: int
+    successful_calls: int
+    failed_calls: int
 
 
 @dataclass(frozen=True)
@@ -55,7 +72,7 @@ class CampaignProgress:
 
     id: uuid.UUID
     name: str
-    status: str
+    status: CampaignStatus
     last_error: str | None
     total_calls: int
     pending_calls: int
@@ -78,7 +95,7 @@ class CampaignProgress:
         return self.status in FINAL_CAMPAIGN_STATUSES
 
 
-_OPEN_DISPOSITIONS = frozenset({"pending", "scheduled", "in_progress"})
+_OPEN_DISPOSITIONS = frozenset(d for d in Disposition if not d.is_final)
 
 
 class CampaignStore:
@@ -117,52 +134,72 @@ class CampaignStore:
         assert isinstance(new_id, uuid.UUID)
         return new_id
 
-    @translate_errors
-    async def get(self, campaign_id: uuid.UUID) -> dict[str, Any] | None:
-        """The whole campaigns row, or None."""
-        row = await self._conn.fetchrow("SELECT * FROM campaigns WHERE id = $1", campaign_id)
-        return dict(row) if row is not None else None
+    _GET: Final = f"SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE id = $1"
 
     @translate_errors
-    async def list_all(self) -> list[dict[str, Any]]:
+    async def get(self, campaign_id: uuid.UUID) -> Campaign | None:
+        """The campaign, or None."""
+        row = await self._conn.fetchrow(self._GET, campaign_id)
+        return campaign_from_row(row) if row is not None else None
+
+    _LIST: Final = """
+        SELECT c.id, c.name, c.status::text AS status, c.created_at,
+               c.total_calls, c.successful_calls, c.failed_calls, c.pending_calls,
+               (SELECT count(*) FROM campaign_contacts cc WHERE cc.campaign_id = c.id) AS contacts
+        FROM campaigns c
+        ORDER BY c.created_at DESC, c.id
+    """
+
+    @translate_errors
+    async def list_all(self) -> list[CampaignSummary]:
         """Every campaign, newest first, with its contact count."""
-        rows = await self._conn.fetch(
-            """
-            SELECT c.id, c.name, c.status::text AS status, c.created_at,
-                   c.total_calls, c.successful_calls, c.failed_calls, c.pending_calls,
-                   (SELECT count(*) FROM campaign_contacts cc WHERE cc.campaign_id = c.id) AS contacts
-            FROM campaigns c
-            ORDER BY c.created_at DESC, c.id
-            """
-        )
-        return [dict(r) for r in rows]
+        rows = await self._conn.fetch(self._LIST)
+        return [
+            CampaignSummary(
+                id=r["id"],
+                name=r["name"],
+                status=CampaignStatus(r["status"]),
+                created_at=r["created_at"],
+                contacts=r["contacts"],
+                total_calls=r["total_calls"],
+                pending_calls=r["pending_calls"],
+                successful_calls=r["successful_calls"],
+                failed_calls=r["failed_calls"],
+            )
+            for r in rows
+        ]
+
+    _OPEN_IDS: Final = (
+        "SELECT id FROM campaigns WHERE status NOT IN ('completed', 'cancelled') ORDER BY created_at, id"
+    )
 
     @translate_errors
     async def open_ids(self) -> list[uuid.UUID]:
         """Campaigns that are not final, oldest first."""
-        rows = await self._conn.fetch(
-            "SELECT id FROM campaigns WHERE status NOT IN ('completed', 'cancelled') ORDER BY created_at, id"
-        )
+        rows = await self._conn.fetch(self._OPEN_IDS)
         return [r["id"] for r in rows]
 
+    # Checked and written in one statement, so a concurrent change cannot be overwritten.
+    _TRANSITION: Final = """
+        UPDATE campaigns SET status = $3::campaign_status
+        WHERE id = $1 AND status = ANY($2::campaign_status[])
+        RETURNING true
+    """
+    _STATUS: Final = "SELECT status::text FROM campaigns WHERE id = $1"
+
     @translate_errors
-    async def transition(self, campaign_id: uuid.UUID, allowed_from: Collection[str], to: str) -> Transition:
+    async def transition(
+        self, campaign_id: uuid.UUID, allowed_from: Collection[CampaignStatus], to: CampaignStatus
+    ) -> Transition:
         """Set status to `to` only if it is now one of `allowed_from` (checked and written
         in one statement, so a concurrent change by the daemon cannot be overwritten)."""
         changed = await self._conn.fetchval(
-            """
-            UPDATE campaigns SET status = $3::campaign_status
-            WHERE id = $1 AND status::text = ANY($2::text[])
-            RETURNING true
-            """,
-            campaign_id,
-            list(allowed_from),
-            to,
+            self._TRANSITION, campaign_id, [s.value for s in allowed_from], to.value
         )
         if changed:
             return Transition(changed=True, status=to)
-        current = await self._conn.fetchval("SELECT status::text FROM campaigns WHERE id = $1", campaign_id)
-        return Transition(changed=False, status=current)
+        current = await self._conn.fetchval(self._STATUS, campaign_id)
+        return Transition(changed=False, status=CampaignStatus(current) if current is not None else None)
 
     @translate_errors
     async def add_all_contacts(self, campaign_id: uuid.UUID) -> int:
@@ -207,7 +244,7 @@ class CampaignStore:
         return CampaignProgress(
             id=row["id"],
             name=row["name"],
-            status=row["status"],
+            status=CampaignStatus(row["status"]),
             last_error=row["last_error"],
             total_calls=row["total_calls"],
             pending_calls=row["pending_calls"],

@@ -183,19 +183,6 @@ class ContactImportStore:
         )
 
 
-class ContactStore:
-    """Contact-level queries the operator commands need."""
-
-    def __init__(self, conn: asyncpg.Connection) -> None:
-        self._conn = conn
-
-    @translate_errors
-    async def count(self) -> int:
-        """How many contacts exist."""
-        value = await self._conn.fetchval("SELECT count(*) FROM contacts")
-        return int(value)
-
-
 @dataclass(frozen=True)
 class DncChange:
     """The outcome of adding one number to the do-not-call list."""
@@ -252,11 +239,3 @@ class DoNotCallStore:
             "DELETE FROM do_not_call WHERE phone_number = $1 RETURNING true", phone_number
         )
         return bool(removed)
-
-    @translate_errors
-    async def contains(self, phone_number: str) -> bool:
-        """Whether a number is listed."""
-        found = await self._conn.fetchval(
-            "SELECT true FROM do_not_call WHERE phone_number = $1", phone_number
-        )
-        return bool(found)
