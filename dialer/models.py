@@ -130,7 +130,7 @@ class CallEvent:
 
 class DialIntent(StrEnum):
     """What the store does with a claimed call whose carrier request failed. The
-    rules behind each live in SQL, in one place (sql/0008_attempt_end.sql)."""
+    rules behind each live in SQL, in one place (sql/0009_attempt_end.sql)."""
 
     REQUEUE = "requeue"  # back to scheduled after a backoff; not an attempt
     FAIL_PERMANENT = "fail_permanent"  # the attempt ends; the number is wrong (invalid_number)

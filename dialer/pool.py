@@ -31,7 +31,7 @@ FOLLOW_MARGIN = 60.0  # seconds past ring timeout + time limit before a call is 
 DB_RETRY_DELAY = 1.0  # seconds between retries of a failed database write
 
 # What a refused or failed request means for the attempt; the rules behind each intent
-# live in SQL (sql/0008_attempt_end.sql). An unknown outcome is reconciled first.
+# live in SQL (sql/0009_attempt_end.sql). An unknown outcome is reconciled first.
 INTENT_OF_KIND = {
     CarrierErrorKind.TRANSIENT: DialIntent.REQUEUE,
     CarrierErrorKind.PERMANENT: DialIntent.FAIL_PERMANENT,

@@ -1,6 +1,6 @@
 """What the carrier said about a call: the create response (adoption), a failed
 request, status callbacks and fetches, recordings (docs/architecture.md, steps 4 to
-6). How an attempt ends is decided in SQL, in one place (sql/0008_attempt_end.sql);
+6). How an attempt ends is decided in SQL, in one place (sql/0009_attempt_end.sql);
 these methods hand it the facts and the engine's intent in one statement each."""
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class CallEventStore(StoreBase):
         message: str = "",
     ) -> CallStatus:
         """The carrier request failed; `intent` says what that means for the attempt
-        (the rules: sql/0008_attempt_end.sql). `code` is the carrier's error code,
+        (the rules: sql/0009_attempt_end.sql). `code` is the carrier's error code,
         `status` the HTTP status. Returns the call's new status."""
         result = await self.pool.fetchval(
             self.DIAL_FAILED_SQL,
@@ -67,7 +67,7 @@ class CallEventStore(StoreBase):
         rows = await self.pool.fetch(self._ADOPTED_SIDS, list(sids))
         return {r["call_sid"] for r in rows}
 
-    # One carrier event, applied server-side (sql/0007; its rules in sql/0008).
+    # One carrier event, applied server-side (sql/0007; its rules in sql/0009).
     APPLY_EVENT_SQL: Final = """
         SELECT result, call_id, expected_sid
         FROM dialer_apply_call_event($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)

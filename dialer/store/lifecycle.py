@@ -10,7 +10,7 @@ subject:
 
 Each method is one short transaction (most are one statement), behind the error
 boundary (`dialer.database.translate_errors`). How an attempt ends is not here but in
-SQL, in one place (sql/0008_attempt_end.sql).
+SQL, in one place (sql/0009_attempt_end.sql).
 """
 
 from __future__ import annotations
