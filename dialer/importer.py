@@ -20,28 +20,26 @@ parse every contact again before dialing it — minutes of housekeeping at a mil
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import csv
-import io
 import multiprocessing
 import os
 import re
 import uuid
 import zoneinfo
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
 
 import structlog
 
 from dialer import numbers
+from dialer.csv_records import BadRecord, CsvFile
 from dialer.database import Connection
 from dialer.errors import ImportRejected
 from dialer.store.campaigns import CampaignStore
 from dialer.store.contacts import ContactImportStore, DoNotCallStore, StagedContact
+from dialer.text import printable
 
 log = structlog.get_logger(__name__)
 
@@ -79,26 +77,6 @@ def normalise_header(name: str) -> str:
     return re.sub(r"[\s\-]+", "_", name.strip().lower())
 
 
-class _CountingReader(io.RawIOBase):
-    """A raw binary stream that counts the bytes read, to drive a progress bar by
-    position (a text stream cannot tell() while a csv reader iterates it)."""
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        super().__init__()
-        self._raw = raw
-        self.consumed = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self._raw.read(len(buffer))
-        n = len(data)
-        buffer[:n] = data
-        self.consumed += n
-        return n
-
-
 @dataclass(frozen=True)
 class _Header:
     """Where each known column is, and which columns are custom fields."""
@@ -108,29 +86,31 @@ class _Header:
     width: int
 
 
-def _header_names(path: Path, reader: Iterator[list[str]]) -> dict[str, int]:
+def _header_names(source: CsvFile) -> dict[str, int]:
     """The header's normalised names and their positions; the file must have a
     phone_number column, and no empty or repeated names."""
-    try:
-        row = next(reader)
-    except StopIteration:
-        raise ImportRejected(f"{path}: the file is empty (expected a header line)") from None
-    names = [normalise_header(n) for n in row]
+    where = printable(str(source.path))
+    first = next(source.records, None)
+    if first is None:
+        raise ImportRejected(f"{where}: the file is empty (expected a header line)")
+    if isinstance(first, BadRecord):
+        raise ImportRejected(f"{where}: line {first.line} (the header): {first.reason}")
+    names = [normalise_header(n) for n in first[1]]
     seen: dict[str, int] = {}
     for index, name in enumerate(names):
         if not name:
-            raise ImportRejected(f"{path}: column {index + 1} of the header has no name")
+            raise ImportRejected(f"{where}: column {index + 1} of the header has no name")
         if name in seen:
-            raise ImportRejected(f"{path}: column {name!r} appears twice in the header")
+            raise ImportRejected(f"{where}: column {name!r} appears twice in the header")
         seen[name] = index
     if "phone_number" not in seen:
-        found = ", ".join(names)
-        raise ImportRejected(f"{path}: no phone_number column (found: {found})")
+        found = printable(", ".join(names))
+        raise ImportRejected(f"{where}: no phone_number column (found: {found})")
     return seen
 
 
-def _read_header(path: Path, reader: Iterator[list[str]]) -> _Header:
-    seen = _header_names(path, reader)
+def _read_header(source: CsvFile) -> _Header:
+    seen = _header_names(source)
     positions = {name: seen[name] for name in STANDARD_COLUMNS if name in seen}
     custom = [(i, n) for n, i in seen.items() if n not in STANDARD_COLUMNS]
     return _Header(positions=positions, custom=custom, width=len(seen))
@@ -182,25 +162,28 @@ def _stage_row(header: _Header, row: list[str], line: int, default_region: str |
     )
 
 
-@dataclass(frozen=True)
-class _Rejected:
-    """A data row that failed validation, and why."""
-
-    line: int
-    reason: str
-
-
 def _stage_chunk(
-    header: _Header, chunk: list[tuple[int, list[str]]], default_region: str | None
-) -> list[StagedContact | _Rejected]:
-    """Validate rows in order (in a worker process, for large files)."""
-    staged: list[StagedContact | _Rejected] = []
-    for line, row in chunk:
+    header: _Header, chunk: list[tuple[int, list[str]] | BadRecord], default_region: str | None
+) -> list[StagedContact | BadRecord]:
+    """Validate rows in order (in a worker process, for large files); a record the
+    parser already rejected passes through in its place."""
+    staged: list[StagedContact | BadRecord] = []
+    for record in chunk:
+        if isinstance(record, BadRecord):
+            staged.append(record)
+            continue
+        line, row = record
         try:
             staged.append(_stage_row(header, row, line, default_region))
         except ValueError as exc:
-            staged.append(_Rejected(line, str(exc)))
+            staged.append(BadRecord(line, str(exc)))
     return staged
+
+
+def _escaping(report: Reporter) -> Reporter:
+    """`report`, with what a terminal would act on escaped in every message (the
+    messages quote the file's data)."""
+    return lambda message: report(printable(message))
 
 
 def _usable_cpus() -> int:
@@ -218,24 +201,24 @@ def _auto_workers(total_bytes: int) -> int:
 
 
 async def _staged_rows(
-    source: _CsvFile, header: _Header, default_region: str | None, workers: int
-) -> AsyncIterator[StagedContact | _Rejected]:
+    source: CsvFile, header: _Header, default_region: str | None, workers: int
+) -> AsyncIterator[StagedContact | BadRecord]:
     """Every data row validated, in file order: in-process, or by `workers` worker
     processes with a bounded number of chunks in flight (memory stays bounded, and
     the results are consumed in the order the rows were read)."""
     if workers <= 0:
-        for line, row in source.rows():
-            for item in _stage_chunk(header, [(line, row)], default_region):
+        for record in source.records:
+            for item in _stage_chunk(header, [record], default_region):
                 yield item
         return
     loop = asyncio.get_running_loop()
     # spawn: a clean child, whatever threads or event loop this process runs.
     executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-    in_flight: deque[asyncio.Future[list[StagedContact | _Rejected]]] = deque()
+    in_flight: deque[asyncio.Future[list[StagedContact | BadRecord]]] = deque()
     try:
-        chunk: list[tuple[int, list[str]]] = []
-        for line_row in source.rows():
-            chunk.append(line_row)
+        chunk: list[tuple[int, list[str]] | BadRecord] = []
+        for record in source.records:
+            chunk.append(record)
             if len(chunk) < CHUNK_ROWS:
                 continue
             in_flight.append(loop.run_in_executor(executor, _stage_chunk, header, chunk, default_region))
@@ -255,57 +238,6 @@ async def _staged_rows(
         executor.shutdown(wait=True, cancel_futures=True)
 
 
-class _CsvFile:
-    """A CSV file opened for streaming: a csv reader over UTF-8 text (a byte-order
-    mark, which spreadsheets write, is dropped) plus the bytes consumed so far."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        try:
-            raw = path.open("rb")
-            self.total_bytes = path.stat().st_size
-        except OSError as exc:
-            raise ImportRejected(f"{path}: cannot open ({exc.strerror})") from None
-        self._counter = _CountingReader(raw)
-        # newline="" lets the csv module handle line breaks inside quoted fields.
-        self._text = io.TextIOWrapper(io.BufferedReader(self._counter), encoding="utf-8-sig", newline="")
-        self.reader = csv.reader(self._text)
-
-    @property
-    def consumed(self) -> int:
-        """Bytes read from the file so far (ahead of the parser by one buffer)."""
-        return self._counter.consumed
-
-    def rows(self) -> Iterator[tuple[int, list[str]]]:
-        """(first line number, fields) of each non-blank record after the header."""
-        next_line = self.reader.line_num + 1
-        for row in self.reader:
-            line, next_line = next_line, self.reader.line_num + 1
-            if any(cell.strip() for cell in row):
-                yield line, row
-
-    def close(self) -> None:
-        """Close the file."""
-        self._text.close()
-
-    def __enter__(self) -> _CsvFile:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-@contextlib.contextmanager
-def _read_errors(path: Path, reader: Any) -> Iterator[None]:
-    """Turn decoding and CSV syntax errors into one clear ImportRejected line."""
-    try:
-        yield
-    except UnicodeDecodeError:
-        raise ImportRejected(f"{path}: not UTF-8 text (save the CSV as UTF-8)") from None
-    except csv.Error as exc:
-        raise ImportRejected(f"{path}: line {reader.line_num}: malformed CSV ({exc})") from None
-
-
 async def import_csv(
     conn: Connection,
     path: str | Path,
@@ -319,7 +251,8 @@ async def import_csv(
 ) -> ImportResult:
     """Import contacts from a CSV file in one transaction.
 
-    Rejected rows are passed to `report` as "line N: reason" and skipped; a file that
+    Rejected rows are passed to `report` as "line N: reason" (control characters
+    escaped) and skipped — a line the CSV parser cannot read too; a file that
     cannot be imported at all raises ImportRejected and changes nothing. With
     `campaign_id`, every imported or reused contact is also linked into that campaign.
     `workers`: processes that parse the rows (0: in this process; None: by file
@@ -330,8 +263,13 @@ async def import_csv(
         raise ImportRejected(f"no campaign with id {campaign_id}")
     new = existing = rejected = linked = 0
     store = ContactImportStore(conn)
-    with _CsvFile(path) as source, _read_errors(path, source.reader):
-        header = _read_header(path, source.reader)
+    report = _escaping(report)
+    with CsvFile(path) as source:
+        header = _read_header(source)
+        # Only custom fields may hold line breaks (an address, a note): a quote left
+        # open in a name, number, email or zone is a broken line, not a long field.
+        custom = {index for index, _ in header.custom}
+        source.allow_line_breaks(custom.__contains__)
         async with conn.transaction():
             await store.begin()
             batch: dict[str, StagedContact] = {}
@@ -353,7 +291,7 @@ async def import_csv(
             if workers is None:
                 workers = _auto_workers(source.total_bytes)
             async for staged in _staged_rows(source, header, default_region, workers):
-                if isinstance(staged, _Rejected):
+                if isinstance(staged, BadRecord):
                     report(f"line {staged.line}: {staged.reason}")
                     rejected += 1
                     continue
@@ -408,12 +346,19 @@ async def import_dnc_csv(
     path = Path(path)
     store = DoNotCallStore(conn)
     added = accepted = rejected = 0
-    with _CsvFile(path) as source, _read_errors(path, source.reader):
-        columns = _header_names(path, source.reader)
+    report = _escaping(report)
+    with CsvFile(path) as source:
+        columns = _header_names(source)
         phone_at, reason_at = columns["phone_number"], columns.get("reason")
+        source.allow_line_breaks(lambda index: index != phone_at)
         async with conn.transaction():
             batch: list[tuple[str, str | None]] = []
-            for line, row in source.rows():
+            for record in source.records:
+                if isinstance(record, BadRecord):
+                    report(f"line {record.line}: {record.reason}")
+                    rejected += 1
+                    continue
+                line, row = record
                 try:
                     number = numbers.parse(row[phone_at] if phone_at < len(row) else "", default_region)
                 except numbers.InvalidNumber as exc:
