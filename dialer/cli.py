@@ -13,6 +13,7 @@ from dialer import __version__
 from dialer.config import Settings, load_settings
 from dialer.errors import ConfigError, DialerError
 from dialer.logs import configure_logging, url_secrets
+from dialer.text import printable
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -76,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args, settings)
     except DialerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -37,6 +37,7 @@ from dialer.progress import render_progress, watch
 from dialer.service import Daemon
 from dialer.store.campaigns import CampaignProgress, CampaignStore, NewCampaign
 from dialer.store.contacts import DoNotCallStore
+from dialer.text import markup_safe
 
 DEMO_DATABASE = "dialer_demo"
 CALLER_ID = "+34910000000"
@@ -154,7 +155,7 @@ async def run_demo(
     rng = random.Random(seed)  # noqa: S311 - demo data, not security
     warn_if_exposed(settings, console)
     server = EmbeddedPostgres(settings.database.data_dir / "demo")
-    console.print(f"[bold]dialer demo[/]: starting PostgreSQL under {server.data_dir}")
+    console.print(f"[bold]dialer demo[/]: starting PostgreSQL under {markup_safe(str(server.data_dir))}")
     server_url = await asyncio.to_thread(server.start)
     try:
         await database.recreate_database(server_url, DEMO_DATABASE)
@@ -163,7 +164,8 @@ async def run_demo(
         await daemon.start()
         try:
             if daemon.console is not None:
-                console.print(f"console: [bold]{daemon.console.url}/[/] (open it to watch the campaign)")
+                url = markup_safe(daemon.console.url)
+                console.print(f"console: [bold]{url}/[/] (open it to watch the campaign)")
             code = await _campaign(daemon, db_url, contacts, rng, console)
             if linger:
                 await _linger(daemon, console)
@@ -177,7 +179,7 @@ async def run_demo(
 async def _linger(daemon: Daemon, console: Console) -> None:
     """Keep the database, the daemon and the console up until Ctrl-C or SIGTERM."""
     url = f"{daemon.console.url}/" if daemon.console is not None else "(console disabled)"
-    console.print(f"\neverything stays up: the console is at {url} — Ctrl-C stops it")
+    console.print(f"\neverything stays up: the console is at {markup_safe(url)} — Ctrl-C stops it")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -222,7 +224,10 @@ async def _campaign(daemon: Daemon, db_url: str, count: int, rng: random.Random,
             numbers = write_contacts_csv(csv_path, count, rng)
             console.print(f"importing {count + 2} rows from a generated CSV:")
             result = await import_csv(
-                conn, csv_path, campaign_id=campaign_id, report=lambda line: console.print(f"  {line}")
+                conn,
+                csv_path,
+                campaign_id=campaign_id,
+                report=lambda line: console.print(f"  {markup_safe(line)}"),
             )
             console.print(f"  {result.summary()}")
         # A few contacts show the other endings: the carrier refusing a number, and the DNC list.

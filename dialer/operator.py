@@ -32,6 +32,7 @@ from dialer.importer import import_csv, import_dnc_csv
 from dialer.models import Campaign, CampaignStatus
 from dialer.store.campaigns import FINAL_CAMPAIGN_STATUSES, CampaignStore, NewCampaign
 from dialer.store.contacts import DoNotCallStore
+from dialer.text import printable
 
 log = structlog.get_logger(__name__)
 
@@ -185,7 +186,7 @@ def _handler(
         try:
             return _run(settings, lambda conn: work(args, conn))
         except UsageError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {printable(str(exc))}", file=sys.stderr)
             return 2
 
     return handler

@@ -3,7 +3,9 @@ progress bar of final dispositions over contacts, the dial rate, the next due ca
 and a live view (`--watch`) that redraws until the campaign is final.
 
 Rendering is pure (a snapshot in, a rich renderable out) so it is tested without a
-terminal; rich prints plain text when stdout is not one.
+terminal; rich prints plain text when stdout is not one. Everything that comes from the
+database goes in as Text, never as a markup string, with control characters escaped:
+a campaign named `[red]` or `oops [/nope]` is shown as written (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from rich.text import Text
 
 from dialer.models import CampaignStatus, Disposition
 from dialer.store.campaigns import CampaignProgress, CampaignSummary
+from dialer.text import printable
 
 # Dispositions in the order an operator reads them: open first, then final.
 DISPOSITION_ORDER: tuple[str, ...] = tuple(Disposition)
@@ -68,7 +71,7 @@ def dispositions_line(dispositions: dict[str, int]) -> str:
 def render_progress(p: CampaignProgress) -> RenderableType:
     """One campaign's status block."""
     title = Text.assemble(
-        (p.name, "bold"), f"  {p.id}  ", (p.status, STATUS_STYLE.get(p.status, ""))
+        (printable(p.name), "bold"), f"  {p.id}  ", (p.status, STATUS_STYLE.get(p.status, ""))
     )
     done, total = p.finished_contacts, p.contacts
     percent = 100.0 * done / total if total else 0.0
@@ -82,15 +85,17 @@ def render_progress(p: CampaignProgress) -> RenderableType:
     facts.add_column()
     facts.add_row(
         "calls",
-        f"total {p.total_calls}, pending {p.pending_calls}, "
-        f"successful {p.successful_calls}, failed {p.failed_calls}",
+        Text(
+            f"total {p.total_calls}, pending {p.pending_calls}, "
+            f"successful {p.successful_calls}, failed {p.failed_calls}"
+        ),
     )
-    facts.add_row("dispositions", dispositions_line(p.dispositions))
-    facts.add_row("dial rate", f"{p.dialed_last_minute} calls in the last minute")
-    facts.add_row("next due call", describe_due(p.next_due_at, p.now))
+    facts.add_row("dispositions", Text(printable(dispositions_line(p.dispositions))))
+    facts.add_row("dial rate", Text(f"{p.dialed_last_minute} calls in the last minute"))
+    facts.add_row("next due call", Text(describe_due(p.next_due_at, p.now)))
     parts: list[RenderableType] = [title, bar, facts]
     if p.last_error:
-        parts.append(Text(f"last error: {p.last_error}", style="bold red"))
+        parts.append(Text(f"last error: {printable(p.last_error)}", style="bold red"))
     return Group(*parts)
 
 
@@ -116,7 +121,7 @@ def render_list(rows: Sequence[CampaignSummary]) -> RenderableType:
     for r in rows:
         table.add_row(
             str(r.id),
-            r.name,
+            Text(printable(r.name)),
             Text(r.status, style=STATUS_STYLE.get(r.status, "")),
             str(r.contacts),
             str(r.total_calls),

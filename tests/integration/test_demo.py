@@ -21,7 +21,8 @@ LINGER_LINE = "everything stays up: the console is at "
 def test_demo_runs_a_campaign_to_completion_and_lingers_with_its_console() -> None:
     """The demo starts its own PostgreSQL and simulator, prints the console's URL, the
     campaign ends completed, and with --linger the console still serves the finished
-    campaign until SIGINT, after which the demo exits 0."""
+    campaign until SIGINT, after which the demo exits 0. Its data directory's name
+    holds Rich markup, printed as written."""
     with server_dir("dialer-demo-") as workdir:
         _run_demo_in(workdir)
 
@@ -29,6 +30,8 @@ def test_demo_runs_a_campaign_to_completion_and_lingers_with_its_console() -> No
 def _run_demo_in(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIALER_")}
     env["PYTHONUNBUFFERED"] = "1"
+    # Markup in a configured path the demo prints: shown as written, never parsed.
+    env["DIALER_DATABASE__DATA_DIR"] = "[bold]var"
     proc = subprocess.Popen(
         [sys.executable, "-m", "dialer", "demo", "--contacts", "60", "--seed", "3", "--linger"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -48,6 +51,7 @@ def _run_demo_in(tmp_path: Path) -> None:
     try:
         assert lingering.wait(180), "".join(lines)[-3000:]
         out = "".join(lines)
+        assert "starting PostgreSQL under [bold]var/demo" in out, out[:500]
         console = re.search(r"console: (http://127\.0\.0\.1:\d+)/", out)
         assert console, out[-3000:]
         with urllib.request.urlopen(f"{console.group(1)}/", timeout=10) as page:
@@ -65,4 +69,4 @@ def _run_demo_in(tmp_path: Path) -> None:
     assert "line 62: " in out and "line 63: " in out
     assert "completed in" in out
     assert "invalid_number 3" in out and "do_not_call 2" in out
-    assert (tmp_path / "var" / "demo" / "pgdata" / "PG_VERSION").exists()
+    assert (tmp_path / "[bold]var" / "demo" / "pgdata" / "PG_VERSION").exists()
