@@ -1,0 +1,170 @@
+"""`dialer campaign …`: create a campaign, add contacts, steer it (start, pause,
+resume, cancel), list and follow campaigns. Steering only writes `campaigns.status`;
+the daemon hears of it through the NOTIFY trigger on that column."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import Any
+
+from dialer import progress
+from dialer.database import Connection
+from dialer.operator.common import (
+    Command,
+    CommandFailed,
+    UsageError,
+    add_region,
+    caller_id_arg,
+    campaign_id_arg,
+    command_handler,
+    days_arg,
+    hours_arg,
+    log,
+    make_console,
+    non_negative_arg,
+    open_campaign,
+    positive_arg,
+    script_arg,
+    steer,
+    utc_timestamp_arg,
+    zone_arg,
+)
+from dialer.operator.contacts import import_contacts
+from dialer.store.campaigns import CampaignStore, NewCampaign
+
+
+async def _campaign_create(args: argparse.Namespace, conn: Connection) -> int:
+    if args.start and args.end and args.end < args.start:
+        raise UsageError(
+            f"--end ({args.end:%Y-%m-%d %H:%M} UTC) is before --start ({args.start:%Y-%m-%d %H:%M} UTC)"
+        )
+    if not args.name.strip() or len(args.name) > 255:
+        raise UsageError("NAME must be 1 to 255 characters")
+    hours = args.hours or (None, None)
+    new = NewCampaign(
+        name=args.name.strip(),
+        description=args.description,
+        script_template=args.script,
+        calling_hours_start=hours[0],
+        calling_hours_end=hours[1],
+        calling_days=args.days,
+        timezone=args.timezone,
+        max_retries=args.max_retries,
+        retry_delay_minutes=args.retry_delay,
+        caller_id=args.caller_id,
+        max_concurrent_calls=args.max_concurrent,
+        schedule_start=args.start,
+        schedule_end=args.end,
+        machine_detection=args.machine_detection,
+        record_calls=args.record,
+    )
+    campaign_id = await CampaignStore(conn).create(new)
+    log.debug("campaign_created", campaign_id=str(campaign_id))
+    print(campaign_id)
+    return 0
+
+
+async def _campaign_add_contacts(args: argparse.Namespace, conn: Connection) -> int:
+    if args.csv:
+        return await import_contacts(conn, Path(args.csv), args.id, args.default_region)
+    await open_campaign(conn, args.id)
+    added = await CampaignStore(conn).add_all_contacts(args.id)
+    print(f"added {added} contacts to campaign {args.id}")
+    return 0
+
+
+def _transition(command: str) -> Command:
+    async def run(args: argparse.Namespace, conn: Connection) -> int:
+        target = await steer(CampaignStore(conn), args.id, command)
+        print(f"campaign {args.id} is now {target}")
+        return 0
+
+    return run
+
+
+async def _campaign_list(args: argparse.Namespace, conn: Connection) -> int:
+    make_console().print(progress.render_list(await CampaignStore(conn).list_all()))
+    return 0
+
+
+async def _campaign_status(args: argparse.Namespace, conn: Connection) -> int:
+    store = CampaignStore(conn)
+
+    async def fetch() -> list[Any]:
+        ids = [args.id] if args.id else await store.open_ids()
+        snapshots = [await store.progress(i) for i in ids]
+        if args.id and snapshots[0] is None:
+            raise CommandFailed(f"no campaign with id {args.id}")
+        return [s for s in snapshots if s is not None]
+
+    console = make_console()
+    if args.watch:
+        # Ctrl-C ends a watch; it is not a failure.
+        with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
+            await progress.watch(fetch, console, interval=args.interval)
+        return 0
+    console.print(progress.render_many(await fetch()))
+    return 0
+
+
+def register(campaign: Any) -> None:
+    """Add the `campaign` commands to that group's subparsers."""
+    p = campaign.add_parser(
+        "create",
+        help="create a draft campaign and print its id",
+        description="Times with an offset are converted to UTC; times without one are taken as UTC.",
+    )
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--description")
+    p.add_argument(
+        "--script", type=script_arg, metavar="TEXT|@FILE", help="script template ({{first_name}} …)"
+    )
+    p.add_argument(
+        "--hours", type=hours_arg, metavar="HH:MM-HH:MM", help="calling hours, local to the contact"
+    )
+    p.add_argument("--days", type=days_arg, metavar="DAYS", help="ISO weekdays, 1 = Monday: 1-5 or 1,2,3")
+    p.add_argument(
+        "--timezone", type=zone_arg, metavar="ZONE", help="IANA zone for contacts without their own"
+    )
+    p.add_argument("--max-retries", type=non_negative_arg, metavar="N")
+    p.add_argument("--retry-delay", type=non_negative_arg, metavar="MIN", help="minutes between attempts")
+    p.add_argument("--caller-id", type=caller_id_arg, metavar="+E164", help="number to call from")
+    p.add_argument(
+        "--max-concurrent", type=positive_arg, metavar="N", help="this campaign's cap on live calls"
+    )
+    p.add_argument("--start", type=utc_timestamp_arg, metavar="ISO", help="schedule start (ISO 8601)")
+    p.add_argument("--end", type=utc_timestamp_arg, metavar="ISO", help="schedule end (ISO 8601)")
+    p.add_argument("--machine-detection", action="store_true", help="ask the carrier to detect machines")
+    p.add_argument("--record", action="store_true", help="record calls")
+    p.set_defaults(handler=command_handler(_campaign_create))
+
+    p = campaign.add_parser("add-contacts", help="add contacts to a campaign")
+    p.add_argument("id", type=campaign_id_arg, metavar="ID")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--all", action="store_true", help="every contact in the database")
+    which.add_argument("--csv", metavar="FILE", help="import a CSV file into the campaign")
+    add_region(p)
+    p.set_defaults(handler=command_handler(_campaign_add_contacts))
+
+    helps = {
+        "start": "draft or paused → active",
+        "pause": "active → paused (live calls finish)",
+        "resume": "paused → active",
+        "cancel": "any open campaign → cancelled",
+    }
+    for command, text in helps.items():
+        p = campaign.add_parser(command, help=text)
+        p.add_argument("id", type=campaign_id_arg, metavar="ID")
+        p.set_defaults(handler=command_handler(_transition(command)))
+
+    p = campaign.add_parser("list", help="all campaigns, newest first")
+    p.set_defaults(handler=command_handler(_campaign_list))
+
+    p = campaign.add_parser("status", help="progress of one campaign (default: every open one)")
+    p.add_argument("id", type=campaign_id_arg, metavar="ID", nargs="?")
+    p.add_argument("--watch", action="store_true", help="follow live until final (Ctrl-C stops)")
+    p.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help=argparse.SUPPRESS)
+    p.set_defaults(handler=command_handler(_campaign_status))

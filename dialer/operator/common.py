@@ -1,0 +1,235 @@
+"""What every operator subcommand shares: the errors that set the exit code, the
+argument types, running a command on one connection, the console to print on, and
+the campaign checks the CLI and the console both use."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import sys
+import uuid
+import zoneinfo
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, time
+from pathlib import Path
+
+import structlog
+from rich.console import Console
+
+from dialer import database, numbers
+from dialer.config import Settings
+from dialer.database import Connection
+from dialer.errors import DialerError
+from dialer.models import Campaign, CampaignStatus
+from dialer.store.campaigns import FINAL_CAMPAIGN_STATUSES, CampaignStore
+from dialer.text import printable
+
+log = structlog.get_logger("dialer.operator")
+
+Work = Callable[[Connection], Awaitable[int]]
+Command = Callable[[argparse.Namespace, Connection], Awaitable[int]]
+
+# (allowed current statuses, new status) of each steering command (docs/campaigns.md#lifecycle).
+TRANSITIONS: dict[str, tuple[frozenset[CampaignStatus], CampaignStatus]] = {
+    "start": (frozenset({CampaignStatus.DRAFT, CampaignStatus.PAUSED}), CampaignStatus.ACTIVE),
+    "pause": (frozenset({CampaignStatus.ACTIVE}), CampaignStatus.PAUSED),
+    "resume": (frozenset({CampaignStatus.PAUSED}), CampaignStatus.ACTIVE),
+    "cancel": (
+        frozenset({CampaignStatus.DRAFT, CampaignStatus.ACTIVE, CampaignStatus.PAUSED}),
+        CampaignStatus.CANCELLED,
+    ),
+}
+
+
+class CommandFailed(DialerError):
+    """The command could not do what was asked; the message says why (exit 1)."""
+
+
+class UsageError(DialerError):
+    """The arguments are inconsistent in a way argparse cannot see (exit 2)."""
+
+
+# ---------------------------------------------------------------- argument types
+
+
+def campaign_id_arg(text: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a campaign id (a UUID)") from None
+
+
+def hours_arg(text: str) -> tuple[time, time]:
+    match = re.fullmatch(r"\s*(\d{1,2}:\d{2})\s*-\s*(\d{1,2}:\d{2})\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HH:MM-HH:MM (e.g. 09:00-21:00)")
+    try:
+        start, end = (time.fromisoformat(part.zfill(5)) for part in match.groups())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} has an impossible time of day") from None
+    if start == end:
+        raise argparse.ArgumentTypeError(f"{text!r} starts and ends at the same time")
+    return start, end
+
+
+def days_arg(text: str) -> list[int]:
+    days: set[int] = set()
+    for part in text.replace(" ", "").split(","):
+        match = re.fullmatch(r"([1-7])(?:-([1-7]))?", part)
+        if not match:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a list of ISO weekdays 1-7 (1 = Monday), e.g. 1-5 or 1,2,3"
+            )
+        first = int(match.group(1))
+        last = int(match.group(2) or first)
+        if last < first:
+            raise argparse.ArgumentTypeError(f"{part!r}: a range must go upwards (e.g. 1-5)")
+        days.update(range(first, last + 1))
+    return sorted(days)
+
+
+def zone_arg(text: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(text)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise argparse.ArgumentTypeError(f"unknown IANA time zone {text!r} (e.g. Europe/Madrid)") from None
+    return text
+
+
+def caller_id_arg(text: str) -> str:
+    if not text.startswith("+"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an E.164 number (write +<country><number>)")
+    try:
+        return numbers.parse(text).e164
+    except numbers.InvalidNumber as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def utc_timestamp_arg(text: str) -> datetime:
+    """ISO 8601 → naive UTC (the schema's timestamps hold UTC); naive input is UTC."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 time (e.g. 2025-03-01T09:00+01:00)"
+        ) from None
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value
+
+
+def non_negative_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    return value
+
+
+def positive_arg(text: str) -> int:
+    value = non_negative_arg(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def script_arg(text: str) -> str:
+    if not text.startswith("@"):
+        return text
+    try:
+        return Path(text[1:]).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise argparse.ArgumentTypeError(f"cannot read script file {text[1:]}: {exc}") from None
+
+
+def region_arg(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z]{2}", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a two-letter country code such as ES or US")
+    return text.upper()
+
+
+# ---------------------------------------------------------------- plumbing
+
+
+def run(settings: Settings, work: Work) -> int:
+    """Run `work` on one connection to the configured (or embedded) database."""
+
+    async def go(url: str) -> int:
+        async with database.connection(url, settings.database) as conn:
+            return await work(conn)
+
+    # A database failure leaves the store (or the connection's block) as
+    # DatabaseUnavailable, whose one line the CLI prints (exit 1); a missing schema
+    # says to run `dialer migrate`.
+    with database.database_endpoints(settings.database) as endpoints:
+        return asyncio.run(go(endpoints.url))
+
+
+def command_handler(
+    work: Command,
+) -> Callable[[argparse.Namespace, Settings], int]:
+    """Adapt `async (args, conn) -> int` to the CLI's `(args, settings) -> int`,
+    turning UsageError into exit 2."""
+
+    def handler(args: argparse.Namespace, settings: Settings) -> int:
+        try:
+            return run(settings, lambda conn: work(args, conn))
+        except UsageError as exc:
+            print(f"error: {printable(str(exc))}", file=sys.stderr)
+            return 2
+
+    return handler
+
+
+def make_console() -> Console:
+    # Built per command on the current sys.stdout: no module-level console to share.
+    # Piped output is read by scripts and grep: wide enough that ids and names never wrap.
+    width = None if sys.stdout.isatty() else 200
+    return Console(file=sys.stdout, highlight=False, width=width)
+
+
+async def open_campaign(conn: Connection, campaign_id: uuid.UUID) -> Campaign:
+    """The campaign, or CommandFailed when it does not exist or is final (an import
+    into it is refused: the CLI's and the console's alike)."""
+    campaign = await CampaignStore(conn).get(campaign_id)
+    if campaign is None:
+        raise CommandFailed(f"no campaign with id {campaign_id}")
+    if campaign.status in FINAL_CAMPAIGN_STATUSES:
+        raise CommandFailed(f"campaign {campaign_id} is {campaign.status}: it takes no more contacts")
+    return campaign
+
+
+async def steer(store: CampaignStore, campaign_id: uuid.UUID, command: str) -> str:
+    """Apply a steering command (start, pause, resume, cancel) and return the new
+    status; CommandFailed with the reason when the change is refused. The CLI and the
+    console both steer through here, so both refuse alike and say the same."""
+    allowed, target = TRANSITIONS[command]
+    result = await store.transition(campaign_id, allowed, target)
+    if result.status is None:
+        raise CommandFailed(f"no campaign with id {campaign_id}")
+    if not result.changed:
+        expected = " or ".join(sorted(allowed))
+        raise CommandFailed(
+            f"campaign {campaign_id} is {result.status}: cannot {command} it (only a {expected} campaign)"
+        )
+    log.debug("campaign_status_set", campaign_id=str(campaign_id), status=target, command=command)
+    return target
+
+
+def e164(text: str, region: str | None) -> str:
+    try:
+        return numbers.parse(text, region).e164
+    except numbers.InvalidNumber as exc:
+        raise UsageError(str(exc)) from None
+
+
+def add_region(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--default-region",
+        type=region_arg,
+        metavar="CC",
+        help="country (ISO 3166, e.g. ES) of numbers written without +<country code>",
+    )
