@@ -9,7 +9,10 @@ hands the result to every subscriber of that topic. Passes are at least `interva
 apart (notifications arriving meanwhile fold into the next pass), so N open tabs
 cost one snapshot per topic per interval, not N. A pass also runs every
 `idle_refresh` seconds without notifications: heartbeat ages and per-minute rates
-move on their own.
+move on their own. And the hub spends at most `max_duty` of the time taking
+snapshots: when a pass takes longer than `interval * max_duty` (a campaign of
+millions of rows), the next one waits correspondingly longer, so the database's
+share of work for live pages stays bounded whatever the campaign's size.
 
 Each subscriber holds only the latest value per event: a slow browser skips
 intermediate states instead of queueing them.
@@ -75,10 +78,12 @@ class LiveHub:
         interval: float,
         idle_refresh: float = 5.0,
         max_clients: int = 100,
+        max_duty: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._render = render
         self.interval = interval
+        self.max_duty = max_duty
         self.idle_refresh = idle_refresh
         self.max_clients = max_clients
         self._clock = clock
@@ -130,19 +135,21 @@ class LiveHub:
 
     async def run(self) -> None:
         """The pass loop; returns after `close()`."""
-        last_pass = float("-inf")
+        next_pass = float("-inf")
         while not self._closed:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.idle_refresh):
                     await self._wake.wait()
             if self._closed:
                 return
-            wait = last_pass + self.interval - self._clock()
+            wait = next_pass - self._clock()
             if wait > 0:
                 await asyncio.sleep(wait)  # notifications meanwhile fold into this pass
             self._wake.clear()
-            last_pass = self._clock()
+            started = self._clock()
             await self.refresh()
+            took = self._clock() - started
+            next_pass = started + max(self.interval, took / self.max_duty)
 
     async def refresh(self) -> None:
         """One pass: render every subscribed topic once and deliver what changed."""

@@ -272,7 +272,7 @@ class ConsoleStore:
             SELECT date_trunc('minute', min(dialed_at)) AS origin,
                    extract(epoch FROM max(dialed_at) - date_trunc('minute', min(dialed_at))) AS seconds
             FROM calls WHERE campaign_id = $1 AND dialed_at IS NOT NULL
-        ), width AS (
+        ), width AS MATERIALIZED (  -- once, not once per call row
             SELECT span.origin,
                    coalesce((SELECT w FROM unnest($2::int[]) w
                              WHERE span.seconds / w < $3 ORDER BY w LIMIT 1), 86400) AS seconds

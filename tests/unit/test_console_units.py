@@ -314,3 +314,26 @@ def test_hash_password_command_prints_a_hash_that_verifies(
     monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
     assert main(["console", "hash-password"]) == 1
     assert "at least 12 characters" in capsys.readouterr().err
+
+
+async def test_hub_spends_at_most_its_duty_share_taking_snapshots() -> None:
+    """When a snapshot is slow (a huge campaign), the next pass waits took / max_duty:
+    with 50 ms snapshots and a 10 % duty, notifications for 0.6 s cause at most 2 passes,
+    where the 10 ms interval alone would allow dozens."""
+    renders: list[float] = []
+
+    async def slow_render(topic: str) -> list[tuple[str, str]]:
+        renders.append(asyncio.get_running_loop().time())
+        await asyncio.sleep(0.05)
+        return [("board", str(len(renders)))]
+
+    hub = LiveHub(slow_render, interval=0.01, idle_refresh=30, max_duty=0.1)
+    runner = asyncio.create_task(hub.run())
+    async with hub.subscribe("board"):
+        deadline = asyncio.get_running_loop().time() + 0.6
+        while asyncio.get_running_loop().time() < deadline:
+            hub.notify("call")
+            await asyncio.sleep(0.005)
+    hub.close()
+    await asyncio.wait_for(runner, 2)
+    assert 1 <= len(renders) <= 2, renders
