@@ -255,7 +255,9 @@ class ConsoleSettings(_Section):
     # Live updates: at most one snapshot per page kind per interval, however many tabs.
     refresh_seconds: float = Field(default=1.0, ge=0.1, le=60)
     max_live_clients: int = Field(default=100, ge=1, le=10_000)
-    max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    # A streamed upload counts against http.max_buffered_bytes while it arrives (the
+    # process's HTTP guard): it must stay well below that budget.
+    max_upload_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
 
     @field_validator("public_url")
     @classmethod
@@ -331,6 +333,15 @@ class Settings(BaseSettings):
     dialer: DialerSettings = DialerSettings()
     console: ConsoleSettings = ConsoleSettings()
     logging: LoggingSettings = LoggingSettings()
+
+    @model_validator(mode="after")
+    def _upload_within_the_memory_budget(self) -> Settings:
+        if self.console.enabled and self.console.max_upload_bytes > self.http.max_buffered_bytes // 2:
+            raise ValueError(
+                f"console.max_upload_bytes ({self.console.max_upload_bytes}) must be at most half of "
+                f"http.max_buffered_bytes ({self.http.max_buffered_bytes}): an upload is buffered under it"
+            )
+        return self
 
     @model_validator(mode="after")
     def _carrier_credentials(self) -> Settings:

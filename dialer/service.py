@@ -176,7 +176,7 @@ class Daemon:
         # instance to adopt.
         self._on_close("calls", self.pool.cancel_all)
         if s.console.enabled:  # its own listener and pool; fed by ours (docs/console.md)
-            context = console.run_console(s, self.db_url, self.listener, self.instance_id)
+            context = console.run_console(s, self.db_url, self.listener, self.instance_id, guard)
             self.console = await context.__aenter__()
             self._on_close("console", lambda: context.__aexit__(None, None, None))
         self._spawn("listener", self.listener.run)

@@ -28,7 +28,7 @@ from aiohttp_sse import sse_response
 
 from dialer.config import ConsoleSettings
 from dialer.console import charts, views
-from dialer.console.auth import MULTIPART_KEY, Gate, Role
+from dialer.console.auth import MULTIPART_KEY, Gate, Role, multipart_reader
 from dialer.console.live import Event, LiveHub, TooManyClients
 from dialer.errors import DatabaseUnavailable, DialerError, ImportRejected
 from dialer.importer import import_csv
@@ -213,7 +213,7 @@ class Handlers:
     async def upload(self, request: web.Request) -> web.StreamResponse:
         """A CSV file imported into the campaign by the importer the CLI uses."""
         campaign_id = _campaign_id(request)
-        reader = request.get(MULTIPART_KEY) or await request.multipart()
+        reader = request.get(MULTIPART_KEY) or await multipart_reader(request)
         with tempfile.TemporaryDirectory(prefix="dialer-upload-") as tmp:
             path = Path(tmp) / "upload.csv"
             try:

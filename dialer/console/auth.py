@@ -31,7 +31,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 import structlog
-from aiohttp import MultipartReader, web
+from aiohttp import MultipartReader, StreamReader, web
 
 from dialer.config import ConsoleSettings, is_loopback
 from dialer.console.passwords import verify_password
@@ -188,6 +188,20 @@ def _host_name(host: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
+async def multipart_reader(request: web.Request) -> MultipartReader:
+    """A reader over the request's multipart body, streamed when it is still unread.
+    The process's HTTP guard reads small bodies whole before any handler runs (under
+    its body deadline, `dialer/http_limits.py`), which leaves aiohttp's own
+    `multipart()` an empty stream: such a body is read again from its cached bytes."""
+    if not request.content.at_eof():
+        return await request.multipart()
+    body = await request.read()  # the cached copy; nothing more is read from the socket
+    stream = StreamReader(request.protocol, limit=max(2**16, len(body)), loop=asyncio.get_running_loop())
+    stream.feed_data(body)
+    stream.feed_eof()
+    return MultipartReader(request.headers, stream, client_max_size=request.client_max_size)
+
+
 class Gate:
     """The console's access rules, as one aiohttp middleware."""
 
@@ -253,7 +267,7 @@ class Gate:
         if request.content_type == "multipart/form-data":
             # The token is the form's first part, read before any file is streamed;
             # the handler goes on reading the same reader.
-            reader = await request.multipart()
+            reader = await multipart_reader(request)
             request[MULTIPART_KEY] = reader
             part = await reader.next()
             if part is None or getattr(part, "name", None) != CSRF_FIELD:

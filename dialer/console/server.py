@@ -20,6 +20,7 @@ from dialer.console import views
 from dialer.console.app import HANDLERS_KEY, create_app
 from dialer.console.live import LiveHub
 from dialer.errors import DialerError
+from dialer.http_limits import HttpGuard, default_guard
 from dialer.listener import Listener
 from dialer.store.console import ConsoleStore
 
@@ -35,18 +36,21 @@ class RunningConsole:
 
 
 @asynccontextmanager
-async def serve(app: web.Application, settings: ConsoleSettings) -> AsyncIterator[RunningConsole]:
-    """Serve the app on the console's own host and port, with its live hub running;
-    everything stops on exit (open live streams end first, so nothing waits on them)."""
+async def serve(
+    app: web.Application, settings: ConsoleSettings, guard: HttpGuard | None = None
+) -> AsyncIterator[RunningConsole]:
+    """Serve the app on the console's own host and port under the process's HTTP guard
+    (`dialer/http_limits.py`: the connection cap and memory budget are process-wide,
+    so a hundred open tabs cannot starve the callback port of descriptors), with its
+    live hub running; everything stops on exit (open live streams end first, so
+    nothing waits on them)."""
     handlers = app[HANDLERS_KEY]
-    # A browser that goes away cancels its handler: live streams never linger.
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=2.0)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
     try:
-        await site.start()
+        # A browser that goes away cancels its handler: live streams never linger.
+        runner = await (guard or default_guard()).serve(
+            app, settings.host, settings.port, shutdown_timeout=2.0, handler_cancellation=True
+        )
     except OSError as exc:
-        await runner.cleanup()
         raise DialerError(
             f"console: cannot listen on {settings.host}:{settings.port} ({exc.strerror}); "
             "set console.port, or console.enabled = false"
@@ -70,7 +74,7 @@ CONSOLE_POOL_SIZE: Final = 3  # snapshot passes, page loads and an upload at onc
 
 @asynccontextmanager
 async def run_console(
-    settings: Settings, db_url: str, listener: Listener, instance_id: uuid.UUID
+    settings: Settings, db_url: str, listener: Listener, instance_id: uuid.UUID, guard: HttpGuard
 ) -> AsyncIterator[RunningConsole]:
     """The console of one `dialer run`: a small pool of its own (a busy page never
     takes a connection the engine waits for), its hub fed by the daemon's existing
@@ -89,7 +93,7 @@ async def run_console(
         hub = app[HANDLERS_KEY].hub
         for channel in LISTEN_CHANNELS:
             listener.add_handler(channel, hub.notify)
-        async with serve(app, settings.console) as running:
+        async with serve(app, settings.console, guard) as running:
             yield running
     finally:
         await pool.close()

@@ -302,3 +302,20 @@ async def test_stopping_the_console_ends_open_live_streams(pool: asyncpg.Pool) -
         async with asyncio.timeout(5):
             rest = await stream.read()
     assert rest is not None
+
+
+async def test_a_large_upload_streams_to_the_importer(pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
+    """A file larger than the form limit (read whole by the HTTP guard below it) is
+    streamed part by part under the process's guard, and every row is imported."""
+    cid = await make_campaign(conn, 0)
+    rows = "".join(f"+3461{i:07d},Row {i}\n" for i in range(12_000))
+    content = f"phone_number,first_name\n{rows}".encode()
+    assert len(content) > 256 * 1024
+    async with console_only(pool) as console, client() as http:
+        async with http.get(f"{console.url}/campaigns/{cid}") as r:
+            token = csrf_of(await r.text())
+        async with http.post(f"{console.url}/campaigns/{cid}/upload", data=_upload_form(token, content)) as r:
+            body = await r.text()
+    assert r.status == 200, body[:500]
+    assert "imported 12000 new, 0 existing, 0 rejected" in body
+    assert await conn.fetchval("SELECT count(*) FROM campaign_contacts WHERE campaign_id = $1", cid) == 12_000

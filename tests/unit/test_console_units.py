@@ -337,3 +337,14 @@ async def test_hub_spends_at_most_its_duty_share_taking_snapshots() -> None:
     hub.close()
     await asyncio.wait_for(runner, 2)
     assert 1 <= len(renders) <= 2, renders
+
+
+@pytest.mark.usefixtures("no_config_file")
+def test_upload_limit_must_fit_the_http_memory_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """console.max_upload_bytes above half of http.max_buffered_bytes is a config error naming both."""
+    monkeypatch.setenv("DIALER_CONSOLE__MAX_UPLOAD_BYTES", str(9 * 1024 * 1024))
+    monkeypatch.setenv("DIALER_HTTP__MAX_BUFFERED_BYTES", str(16 * 1024 * 1024))
+    with pytest.raises(ConfigError, match=r"console.max_upload_bytes \(9437184\) must be at most half"):
+        load_settings()
+    monkeypatch.setenv("DIALER_CONSOLE__ENABLED", "false")
+    assert load_settings().console.max_upload_bytes == 9 * 1024 * 1024
