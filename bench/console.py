@@ -1,16 +1,15 @@
 """What the operator console's live pages cost the dialing engine: complete call
-lifecycles per second of one daemon (console on) running a campaign to its end
-against an instant simulator, with no browser open and with 50 open server-sent-event
-streams (board and campaign page) read by another process — alternated, in the same
-run, on the same server. Also: how many LISTEN connections the database sees while
-the 50 streams are open (the console must add none), and how many snapshots the
-console took.
+lifecycles per second, and the process's CPU time per call, of one daemon (console
+on) running a campaign to its end against an instant simulator, with no browser open
+and with 50 open server-sent-event streams (board and campaign page) read by another
+process. Also: how many LISTEN connections the database sees while the 50 streams
+are open (the console must add none), and how many snapshots the console took.
 
 The machine is shared, so the comparison is paired: each round runs both cases back
 to back (in ABBA order over rounds, so a drift in the background load hits both
 alike), and the figure is the median of the rounds' ratios.
 
-    .venv/bin/python bench/console.py [--contacts 10000] [--clients 50] [--rounds 2] [--quick]
+    .venv/bin/python -m bench.console [--contacts 10000] [--clients 50] [--rounds 4] [--quick]
 """
 
 from __future__ import annotations
@@ -106,6 +105,7 @@ async def one_run(url: str, sim_url: str, contacts: int, clients: int) -> dict[s
         renders_before = daemon.console.hub.renders
         listeners = await _listeners(conn)
         started = time.monotonic()
+        cpu_started = time.process_time()  # the daemon (and this driver) run in this process
         await conn.execute("UPDATE campaigns SET status = 'active' WHERE id = $1", cid)
         deadline = Deadline(RUN_BOUND, f"{contacts} lifecycles")
         peak_listeners = listeners
@@ -119,6 +119,7 @@ async def one_run(url: str, sim_url: str, contacts: int, clients: int) -> dict[s
             await asyncio.sleep(0.05)
             peak_listeners = max(peak_listeners, await _listeners(conn))
         elapsed = time.monotonic() - started
+        cpu = time.process_time() - cpu_started
         renders = daemon.console.hub.renders - renders_before
         streams = daemon.console.hub.clients
     finally:
@@ -132,6 +133,7 @@ async def one_run(url: str, sim_url: str, contacts: int, clients: int) -> dict[s
     return {
         "per_second": contacts / elapsed,
         "seconds": elapsed,
+        "cpu_ms_per_call": 1000 * cpu / contacts,
         "listeners": float(peak_listeners),
         "renders_per_second": renders / elapsed,
         "streams": float(streams),
@@ -165,6 +167,19 @@ async def run(contacts: int, clients: int, rounds: int) -> None:
             ratio=1 + change,
             goal="change < 5 %",
             met=change > -0.05,
+        )
+    )
+    cpu_base = statistics.median(r["cpu_ms_per_call"] for r in without)
+    cpu_loaded = statistics.median(r["cpu_ms_per_call"] for r in with_clients)
+    report(
+        Result(
+            "console",
+            f"daemon CPU per call, {clients} SSE clients",
+            cpu_loaded,
+            "ms",
+            baseline="no clients",
+            baseline_value=cpu_base,
+            ratio=cpu_loaded / cpu_base,
         )
     )
     listeners = max(r["listeners"] for r in with_clients)
