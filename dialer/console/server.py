@@ -5,6 +5,7 @@ own (docs/console.md#where-it-runs). `run_console` is what `dialer run` enters."
 from __future__ import annotations
 
 import asyncio
+import errno
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,7 +20,7 @@ from dialer.config import ConsoleSettings, Settings
 from dialer.console import views
 from dialer.console.app import HANDLERS_KEY, create_app
 from dialer.console.live import LiveHub
-from dialer.errors import DialerError
+from dialer.errors import StartupError
 from dialer.http_limits import HttpGuard, default_guard
 from dialer.listener import Listener
 from dialer.store.console import ConsoleStore
@@ -51,10 +52,13 @@ async def serve(
             app, settings.host, settings.port, shutdown_timeout=2.0, handler_cancellation=True
         )
     except OSError as exc:
-        raise DialerError(
-            f"console: cannot listen on {settings.host}:{settings.port} ({exc.strerror}); "
-            "set console.port, or console.enabled = false"
-        ) from None
+        # The same words as the daemon's other listeners (service.py), naming the setting.
+        in_use = exc.errno == errno.EADDRINUSE
+        reason = "the port is already in use" if in_use else exc.strerror or str(exc)
+        raise StartupError(
+            f"console.port: cannot listen on {settings.host}:{settings.port}: {reason} "
+            "(set another console.port, or console.enabled = false)"
+        ) from exc
     port = views.bound_port(runner)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     url = settings.public_url or f"http://{host}:{port}"

@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from dialer.carrier.simulator import RunningSimulator
-from dialer.errors import DialerError
+from dialer.errors import StartupError
 from dialer.service import Daemon
 from tests.console_helpers import client, console_daemon, make_campaign, with_console
 from tests.harness import daemon_settings, wait_for
@@ -105,6 +105,6 @@ async def test_console_port_in_use_stops_the_daemon_with_one_clear_error(
         taken.listen()
         port = taken.getsockname()[1]
         daemon = Daemon(with_console(daemon_settings(db_url, sim.url), port=port), db_url=db_url)
-        with pytest.raises(DialerError, match=f"console: cannot listen on 127.0.0.1:{port}"):
+        with pytest.raises(StartupError, match=f"console.port: cannot listen on 127.0.0.1:{port}: the port is already in use"):
             await daemon.start()
         await daemon.close()
