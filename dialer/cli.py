@@ -22,7 +22,7 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     from dialer import database, migrate
 
     async def go(url: str) -> list[migrate.Migration]:
-        async with database.connection(url, settings.database) as conn:
+        async with database.connection(url, settings.database, application_name=database.APP_MIGRATE) as conn:
             return await migrate.migrate(conn)
 
     with database.database_endpoints(settings.database) as endpoints:

@@ -82,6 +82,17 @@ def translate_errors(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Cor
 
 # Every session speaks UTC: the data model's `timestamp` columns (docs/schema.md) hold UTC wall-clock time.
 SERVER_SETTINGS = {"timezone": "UTC", "application_name": "dialer"}
+# Each kind of session names itself (application_name), so pg_stat_activity and the
+# campaign status history (docs/campaigns.md#history) say which part of dialer wrote.
+APP_DAEMON = "dialer run"
+APP_CLI = "dialer cli"
+APP_CONSOLE = "dialer console"
+APP_MIGRATE = "dialer migrate"
+APP_DEMO = "dialer demo"
+
+
+def _server_settings(application_name: str) -> dict[str, str]:
+    return {**SERVER_SETTINGS, "application_name": application_name}
 # Supabase's Supavisor (and the usual PgBouncer setup there) serves transaction mode on
 # 6543 and session mode on 5432; a transaction pooler hands LISTEN's session to others.
 TRANSACTION_POOLER_PORT = 6543
@@ -117,8 +128,10 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
-async def connect(url: str, settings: DatabaseSettings | None = None) -> asyncpg.Connection:
-    """One connection (CLI commands, LISTEN, migrations)."""
+async def connect(
+    url: str, settings: DatabaseSettings | None = None, *, application_name: str = "dialer"
+) -> asyncpg.Connection:
+    """One connection (CLI commands, LISTEN, migrations), named `application_name`."""
     settings = settings or DatabaseSettings()
     _parseable(url)
     try:
@@ -126,7 +139,7 @@ async def connect(url: str, settings: DatabaseSettings | None = None) -> asyncpg
             url,
             timeout=settings.connect_timeout_seconds,
             statement_cache_size=settings.statement_cache_size,
-            server_settings=SERVER_SETTINGS,
+            server_settings=_server_settings(application_name),
         )
     except DATABASE_ERRORS as exc:
         raise DatabaseUnavailable(f"cannot connect to {describe_url(url)}: {exc}") from exc
@@ -142,8 +155,10 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     asyncpg still rolls back any open transaction before calling this."""
 
 
-async def create_pool(url: str, settings: DatabaseSettings) -> asyncpg.Pool:
-    """The work pool of the daemon."""
+async def create_pool(
+    url: str, settings: DatabaseSettings, *, application_name: str = "dialer"
+) -> asyncpg.Pool:
+    """A work pool (the daemon's, the console's), its sessions named `application_name`."""
     _parseable(url)
     try:
         pool: asyncpg.Pool = await asyncpg.create_pool(
@@ -153,7 +168,7 @@ async def create_pool(url: str, settings: DatabaseSettings) -> asyncpg.Pool:
             timeout=settings.connect_timeout_seconds,
             command_timeout=settings.command_timeout_seconds,
             statement_cache_size=settings.statement_cache_size,
-            server_settings=SERVER_SETTINGS,
+            server_settings=_server_settings(application_name),
             init=_init_connection,
             reset=_keep_session,
         )
@@ -163,11 +178,13 @@ async def create_pool(url: str, settings: DatabaseSettings) -> asyncpg.Pool:
 
 
 @contextlib.asynccontextmanager
-async def connection(url: str, settings: DatabaseSettings | None = None) -> AsyncIterator[Connection]:
+async def connection(
+    url: str, settings: DatabaseSettings | None = None, *, application_name: str = "dialer"
+) -> AsyncIterator[Connection]:
     """`async with connection(url) as conn:` for one-shot commands. An asyncpg error
     raised inside the block (a transaction's commit, say) leaves it as
     DatabaseUnavailable, like every store method's."""
-    conn = await connect(url, settings)
+    conn = await connect(url, settings, application_name=application_name)
     try:
         yield conn
     except _DRIVER_ERRORS as exc:

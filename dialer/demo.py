@@ -208,7 +208,7 @@ def warn_if_exposed(settings: Settings, console: Console) -> bool:
 
 async def _campaign(daemon: Daemon, db_url: str, count: int, rng: random.Random, console: Console) -> int:
     assert daemon.simulator is not None  # the demo always runs the in-process simulator
-    async with database.connection(db_url) as conn:
+    async with database.connection(db_url, application_name=database.APP_DEMO) as conn:
         campaigns = CampaignStore(conn)
         campaign_id = await campaigns.create(
             NewCampaign(
@@ -236,7 +236,7 @@ async def _campaign(daemon: Daemon, db_url: str, count: int, rng: random.Random,
         dnc = DoNotCallStore(conn)
         for number in numbers[6:8]:
             await dnc.add(number, "asked not to be called (demo)")
-        await campaigns.transition(campaign_id, (CampaignStatus.DRAFT,), CampaignStatus.ACTIVE)
+        await campaigns.set_status(campaign_id, CampaignStatus.ACTIVE)
         console.print(f"campaign {campaign_id} is active; the daemon is dialing:\n")
         started = time.monotonic()
         final = await _follow(campaigns, campaign_id, console)

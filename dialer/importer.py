@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
-import re
 import uuid
 import zoneinfo
 from collections import deque
@@ -40,6 +39,7 @@ from dialer.errors import ImportRejected
 from dialer.store.campaigns import CampaignStore
 from dialer.store.contacts import ContactImportStore, DoNotCallStore, StagedContact
 from dialer.text import printable
+from dialer.twiml import field_key
 
 log = structlog.get_logger(__name__)
 
@@ -73,8 +73,9 @@ class ImportResult:
 
 
 def normalise_header(name: str) -> str:
-    """'  Phone-Number ' → 'phone_number'."""
-    return re.sub(r"[\s\-]+", "_", name.strip().lower())
+    """'  Phone-Number ' → 'phone_number': the one normalisation placeholders use too
+    (twiml.field_key), so `{{custom.Cita}}` finds the column headed "CITA"."""
+    return field_key(name)
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,7 @@ class Listener:
             conn: asyncpg.Connection | None = None
             lost = asyncio.Event()
             try:
-                conn = await database.connect(self._url, self._settings)
+                conn = await database.connect(self._url, self._settings, application_name=database.APP_DAEMON)
                 conn.add_termination_listener(_setter(lost))
                 for channel, handlers in self._channels.items():
                     await conn.add_listener(channel, _adapter(handlers))

@@ -89,6 +89,8 @@ class Contact:
     phone_number: str
     email: str | None
     custom_fields: dict[str, Any] = field(default_factory=dict)
+    # campaign_contacts.fields: what the contact brings to this campaign (read first).
+    fields: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

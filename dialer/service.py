@@ -95,11 +95,13 @@ class Daemon:
     async def _open(self) -> None:
         s = self.settings
         database.refuse_pooled_listen(self.listen_url, from_listen_url=self.listen_url != self.db_url)
-        async with database.connection(self.db_url, s.database) as conn:
+        async with database.connection(self.db_url, s.database, application_name=database.APP_DAEMON) as conn:
             applied = await migrate.migrate(conn)
             if applied:
                 log.info("migrations_applied", files=[m.path.name for m in applied])
-        self._db = db = await database.create_pool(self.db_url, s.database)
+        self._db = db = await database.create_pool(
+            self.db_url, s.database, application_name=database.APP_DAEMON
+        )
         self._on_close("database_pool", db.close)
         twilio_settings = await self._carrier_settings()
         self.store = LifecycleStore(

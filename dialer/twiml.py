@@ -1,7 +1,10 @@
 """Script templates → TwiML, and the carrier request that carries it.
 
 A campaign's `script_template` is plain text with placeholders (`{{first_name}}`,
-`{{last_name}}`, `{{phone_number}}`, `{{email}}`, `{{custom.KEY}}`). It is spoken with
+`{{last_name}}`, `{{phone_number}}`, `{{email}}`, `{{custom.KEY}}`). `custom.KEY`
+reads the contact's fields in this campaign (`campaign_contacts.fields`) first, then
+its own `custom_fields`; keys are compared after `field_key`, the normalisation the
+CSV import gives its headers, so `{{custom.Cita}}` finds a column headed "CITA". It is spoken with
 one `<Say>`; everything — template text and contact values alike — goes through
 twilio's `VoiceResponse`, which XML-escapes it, so nothing in a template or a contact
 row can become TwiML.
@@ -14,6 +17,7 @@ document of a call at that URL.
 from __future__ import annotations
 
 import re
+import unicodedata
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -36,9 +40,20 @@ DEFAULT_MESSAGE = "Hello, this is an automated call. Thank you, goodbye."
 CONTACT_FIELDS = ("first_name", "last_name", "phone_number", "email")
 
 _PLACEHOLDER = re.compile(r"\{\{([^{}]*)\}\}")
-_CUSTOM = re.compile(r"custom\.([A-Za-z0-9_\-]+)")
+# A key: letters (any script), digits, '_', '-' and inner spaces ("custom.Fecha cita").
+_CUSTOM = re.compile(r"custom\.(\w[\w\- ]*)")
 # Characters XML 1.0 cannot carry at all; escaping does not help, so they are dropped.
 _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def field_key(name: str) -> str:
+    """The one normalisation of a field's name, for CSV headers and placeholder keys
+    alike: accents dropped, case folded, surrounding space trimmed, runs of spaces,
+    hyphens and underscores made one '_' ("  Fecha-Cita " and "fecha_cita" are the
+    same key, and so are "Teléfono" and "TELEFONO")."""
+    decomposed = unicodedata.normalize("NFKD", name)
+    bare = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return re.sub(r"[\s\-_]+", "_", bare.strip().casefold())
 
 
 def _problems(template: str) -> list[str]:
@@ -74,8 +89,15 @@ def _text(value: Any) -> str:
 def _value(name: str, contact: Contact, custom: Mapping[str, Any]) -> str:
     if name in CONTACT_FIELDS:
         return _text(getattr(contact, name))
-    key = name.removeprefix("custom.")
-    return _text(custom.get(key))
+    return _text(custom.get(field_key(name.removeprefix("custom."))))
+
+
+def custom_values(contact: Contact) -> dict[str, Any]:
+    """What `{{custom.KEY}}` can read, by field_key: the contact's own custom_fields,
+    overridden by its fields in this campaign."""
+    merged = {field_key(k): v for k, v in (contact.custom_fields or {}).items()}
+    merged.update({field_key(k): v for k, v in (contact.fields or {}).items()})
+    return merged
 
 
 def render_script(template: str | None, contact: Contact) -> str:
@@ -86,7 +108,7 @@ def render_script(template: str | None, contact: Contact) -> str:
     if template is None or not template.strip():
         return DEFAULT_MESSAGE
     validate_template(template)
-    custom = contact.custom_fields or {}
+    custom = custom_values(contact)
     text = _PLACEHOLDER.sub(lambda m: _value(m.group(1).strip(), contact, custom), template)
     return _XML_INVALID.sub("", text)
 

@@ -86,7 +86,7 @@ async def run_console(
     pool_settings = settings.database.model_copy(
         update={"pool_min_size": 1, "pool_max_size": CONSOLE_POOL_SIZE}
     )
-    pool = await database.create_pool(db_url, pool_settings)
+    pool = await database.create_pool(db_url, pool_settings, application_name=database.APP_CONSOLE)
     try:
         store = ConsoleStore(
             pool,

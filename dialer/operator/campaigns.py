@@ -34,6 +34,7 @@ from dialer.operator.common import (
 )
 from dialer.operator.contacts import import_contacts
 from dialer.store.campaigns import CampaignStore, NewCampaign
+from dialer.text import printable
 
 
 async def _campaign_create(args: argparse.Namespace, conn: Connection) -> int:
@@ -110,6 +111,19 @@ async def _campaign_status(args: argparse.Namespace, conn: Connection) -> int:
     return 0
 
 
+async def _campaign_history(args: argparse.Namespace, conn: Connection) -> int:
+    store = CampaignStore(conn)
+    if await store.get(args.id) is None:
+        raise CommandFailed(f"no campaign with id {args.id}")
+    # One line per change, oldest first: plain text that grep and a spreadsheet take.
+    for entry in await store.history(args.id):
+        change = f"created {entry.to_status}"
+        if entry.from_status is not None:
+            change = f"{entry.from_status} → {entry.to_status}"
+        print(f"{entry.changed_at:%Y-%m-%d %H:%M:%S} UTC  {change:<22}  {printable(entry.changed_by)}")
+    return 0
+
+
 def register(campaign: Any) -> None:
     """Add the `campaign` commands to that group's subparsers."""
     p = campaign.add_parser(
@@ -152,13 +166,19 @@ def register(campaign: Any) -> None:
     helps = {
         "start": "draft or paused → active",
         "pause": "active → paused (live calls finish)",
-        "resume": "paused → active",
+        "resume": "paused → active (the same as start)",
         "cancel": "any open campaign → cancelled",
     }
     for command, text in helps.items():
         p = campaign.add_parser(command, help=text)
         p.add_argument("id", type=campaign_id_arg, metavar="ID")
         p.set_defaults(handler=command_handler(_transition(command)))
+
+    p = campaign.add_parser(
+        "history", help="every status change of a campaign: when, from → to, by whom (role and program)"
+    )
+    p.add_argument("id", type=campaign_id_arg, metavar="ID")
+    p.set_defaults(handler=command_handler(_campaign_history))
 
     p = campaign.add_parser("list", help="all campaigns, newest first")
     p.set_defaults(handler=command_handler(_campaign_list))

@@ -22,7 +22,7 @@ from dialer.config import Settings
 from dialer.database import Connection
 from dialer.errors import DialerError
 from dialer.models import Campaign, CampaignStatus
-from dialer.store.campaigns import FINAL_CAMPAIGN_STATUSES, CampaignStore
+from dialer.store.campaigns import FINAL_CAMPAIGN_STATUSES, CampaignStore, TransitionRefused
 from dialer.text import printable
 
 log = structlog.get_logger("dialer.operator")
@@ -30,7 +30,10 @@ log = structlog.get_logger("dialer.operator")
 Work = Callable[[Connection], Awaitable[int]]
 Command = Callable[[argparse.Namespace, Connection], Awaitable[int]]
 
-# (allowed current statuses, new status) of each steering command (docs/campaigns.md#lifecycle).
+# What each steering command offers: (the statuses a screen offers it from, the
+# status it sets). Whether a change is allowed is decided by the database alone
+# (sql/0010, docs/invariants.md#7); this only says which buttons a screen shows, and
+# tests/integration/test_status_transitions.py checks each pair is one it allows.
 TRANSITIONS: dict[str, tuple[frozenset[CampaignStatus], CampaignStatus]] = {
     "start": (frozenset({CampaignStatus.DRAFT, CampaignStatus.PAUSED}), CampaignStatus.ACTIVE),
     "pause": (frozenset({CampaignStatus.ACTIVE}), CampaignStatus.PAUSED),
@@ -158,7 +161,7 @@ def run(settings: Settings, work: Work) -> int:
     """Run `work` on one connection to the configured (or embedded) database."""
 
     async def go(url: str) -> int:
-        async with database.connection(url, settings.database) as conn:
+        async with database.connection(url, settings.database, application_name=database.APP_CLI) as conn:
             return await work(conn)
 
     # A database failure leaves the store (or the connection's block) as
@@ -203,19 +206,19 @@ async def open_campaign(conn: Connection, campaign_id: uuid.UUID) -> Campaign:
 
 
 async def steer(store: CampaignStore, campaign_id: uuid.UUID, command: str) -> str:
-    """Apply a steering command (start, pause, resume, cancel) and return the new
-    status; CommandFailed with the reason when the change is refused. The CLI and the
-    console both steer through here, so both refuse alike and say the same."""
-    allowed, target = TRANSITIONS[command]
-    result = await store.transition(campaign_id, allowed, target)
-    if result.status is None:
+    """Apply a steering command (start, pause, resume, cancel) and return the status
+    now; CommandFailed with the database's reason when the change is refused (the one
+    rule lives there, docs/invariants.md#7). A campaign already in the target status
+    is left as it is. The CLI and the console both steer through here."""
+    _, target = TRANSITIONS[command]
+    try:
+        change = await store.set_status(campaign_id, target)
+    except TransitionRefused as exc:
+        raise CommandFailed(str(exc)) from None
+    if change is None:
         raise CommandFailed(f"no campaign with id {campaign_id}")
-    if not result.changed:
-        expected = " or ".join(sorted(allowed))
-        raise CommandFailed(
-            f"campaign {campaign_id} is {result.status}: cannot {command} it (only a {expected} campaign)"
-        )
-    log.debug("campaign_status_set", campaign_id=str(campaign_id), status=target, command=command)
+    if change.changed:
+        log.debug("campaign_status_set", campaign_id=str(campaign_id), status=target, command=command)
     return target
 
 

@@ -8,7 +8,6 @@ on that column wakes the daemon (docs/campaigns.md#lifecycle).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, time
 from typing import Any, Final
@@ -16,6 +15,7 @@ from typing import Any, Final
 import asyncpg
 
 from dialer.database import translate_errors
+from dialer.errors import DialerError
 from dialer.models import Campaign, CampaignStatus, Disposition
 from dialer.store.base import CAMPAIGN_COLUMNS, campaign_from_row
 
@@ -43,12 +43,34 @@ class NewCampaign:
     record_calls: bool = False
 
 
-@dataclass(frozen=True)
-class Transition:
-    """The outcome of a status change: `status` is the status now (None: no such campaign)."""
+# The name the status trigger gives its refusal (sql/0010_campaign_control.sql).
+TRANSITION_CONSTRAINT: Final = "campaigns_status_transition"
 
-    changed: bool
-    status: CampaignStatus | None
+
+class TransitionRefused(DialerError):
+    """The database refused a status change; the message names both statuses."""
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    """A status write that was accepted: `before` == `after` when nothing changed."""
+
+    before: CampaignStatus
+    after: CampaignStatus
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+
+@dataclass(frozen=True)
+class StatusHistoryEntry:
+    """One row of campaign_status_history: from_status None is the creation."""
+
+    from_status: CampaignStatus | None
+    to_status: CampaignStatus
+    changed_at: datetime  # naive UTC
+    changed_by: str  # "role (application_name)"
 
 
 @dataclass(frozen=True)
@@ -179,27 +201,52 @@ class CampaignStore:
         rows = await self._conn.fetch(self._OPEN_IDS)
         return [r["id"] for r in rows]
 
-    # Checked and written in one statement, so a concurrent change cannot be overwritten.
-    _TRANSITION: Final = """
-        UPDATE campaigns SET status = $3::campaign_status
-        WHERE id = $1 AND status = ANY($2::campaign_status[])
-        RETURNING true
+    # The status before is read under the row lock (FOR UPDATE waits for a concurrent
+    # writer and returns its result), so it is the status the trigger judged.
+    # The same status is not written at all (not even updated_at moves).
+    _SET_STATUS: Final = """
+        WITH old AS (SELECT id, status FROM campaigns WHERE id = $1 FOR UPDATE),
+        changed AS (
+            UPDATE campaigns c SET status = $2::campaign_status
+            FROM old WHERE c.id = old.id AND old.status <> $2::campaign_status
+        )
+        SELECT status::text FROM old
     """
-    _STATUS: Final = "SELECT status::text FROM campaigns WHERE id = $1"
 
     @translate_errors
-    async def transition(
-        self, campaign_id: uuid.UUID, allowed_from: Collection[CampaignStatus], to: CampaignStatus
-    ) -> Transition:
-        """Set status to `to` only if it is now one of `allowed_from` (checked and written
-        in one statement, so a concurrent change by the daemon cannot be overwritten)."""
-        changed = await self._conn.fetchval(
-            self._TRANSITION, campaign_id, [s.value for s in allowed_from], to.value
-        )
-        if changed:
-            return Transition(changed=True, status=to)
-        current = await self._conn.fetchval(self._STATUS, campaign_id)
-        return Transition(changed=False, status=CampaignStatus(current) if current is not None else None)
+    async def set_status(self, campaign_id: uuid.UUID, to: CampaignStatus) -> StatusChange | None:
+        """Set the campaign's status; None when there is no such campaign. Whether the
+        change is allowed is the database's rule (sql/0010, docs/invariants.md#7): a
+        refused change raises TransitionRefused with the database's words and changes
+        nothing; setting the status the campaign already has changes nothing."""
+        try:
+            before = await self._conn.fetchval(self._SET_STATUS, campaign_id, to.value)
+        except asyncpg.CheckViolationError as exc:
+            if exc.constraint_name != TRANSITION_CONSTRAINT:
+                raise
+            raise TransitionRefused(exc.message) from None
+        if before is None:
+            return None
+        return StatusChange(before=CampaignStatus(before), after=to)
+
+    _HISTORY: Final = """
+        SELECT from_status::text, to_status::text, changed_at, changed_by
+        FROM campaign_status_history WHERE campaign_id = $1 ORDER BY id
+    """
+
+    @translate_errors
+    async def history(self, campaign_id: uuid.UUID) -> list[StatusHistoryEntry]:
+        """Every status the campaign has had, oldest first (the creation included)."""
+        rows = await self._conn.fetch(self._HISTORY, campaign_id)
+        return [
+            StatusHistoryEntry(
+                from_status=CampaignStatus(r["from_status"]) if r["from_status"] is not None else None,
+                to_status=CampaignStatus(r["to_status"]),
+                changed_at=r["changed_at"],
+                changed_by=r["changed_by"],
+            )
+            for r in rows
+        ]
 
     @translate_errors
     async def add_all_contacts(self, campaign_id: uuid.UUID) -> int:

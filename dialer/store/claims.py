@@ -29,7 +29,8 @@ class ClaimStore(StoreBase):
     # Up to $7 due calls of campaign $1 at time $2, inside calling hours ($3 zone
     # fallback, $4-$6 hours and days), for contacts without a live call; those whose
     # number is on do_not_call are cancelled (the contact becomes do_not_call), the
-    # rest claimed by instance $8. Returns the claimed calls with their contacts.
+    # rest claimed by instance $8. Returns the claimed calls with their contacts and
+    # the contacts' fields in this campaign (for {{custom.KEY}}).
     CLAIM_SQL: Final = """
         WITH candidates AS (
             SELECT k.id, k.contact_id, ct.phone_number
@@ -69,8 +70,10 @@ class ClaimStore(StoreBase):
             WHERE claimed.status = 'cancelled' AND cc.campaign_id = $1 AND cc.contact_id = claimed.contact_id
         )
         SELECT claimed.id, claimed.contact_id, claimed.retry_count,
-               ct.first_name, ct.last_name, ct.phone_number, ct.email, ct.custom_fields
+               ct.first_name, ct.last_name, ct.phone_number, ct.email, ct.custom_fields,
+               coalesce(cc.fields, '{}'::jsonb) AS fields
         FROM claimed JOIN contacts ct ON ct.id = claimed.contact_id
+        LEFT JOIN campaign_contacts cc ON cc.campaign_id = $1 AND cc.contact_id = claimed.contact_id
         WHERE claimed.status = 'pending'
     """
     # The campaign's own cap, counted across instances under its row lock.
@@ -122,6 +125,7 @@ class ClaimStore(StoreBase):
                     phone_number=r["phone_number"],
                     email=r["email"],
                     custom_fields=r["custom_fields"] or {},
+                    fields=r["fields"] or {},
                 ),
                 from_number=from_number,
                 script_template=campaign.script_template,

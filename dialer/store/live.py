@@ -139,8 +139,10 @@ class LiveCallStore(StoreBase):
         return int(result.split()[-1])
 
     _TWIML_OF_CALL: Final = """
-        SELECT c.script_template, ct.first_name, ct.last_name, ct.phone_number, ct.email, ct.custom_fields
+        SELECT c.script_template, ct.first_name, ct.last_name, ct.phone_number, ct.email, ct.custom_fields,
+               coalesce(cc.fields, '{}'::jsonb) AS fields
         FROM calls k JOIN campaigns c ON c.id = k.campaign_id JOIN contacts ct ON ct.id = k.contact_id
+        LEFT JOIN campaign_contacts cc ON cc.campaign_id = k.campaign_id AND cc.contact_id = k.contact_id
         WHERE k.id = $1
     """
 
@@ -156,5 +158,6 @@ class LiveCallStore(StoreBase):
             phone_number=row["phone_number"],
             email=row["email"],
             custom_fields=row["custom_fields"] or {},
+            fields=row["fields"] or {},
         )
         return row["script_template"], contact

@@ -177,7 +177,7 @@ async def test_an_illegal_action_shows_the_databases_reason_with_javascript_off(
         notice = page.get_by_role("alert")
         await notice.wait_for()
         text = await notice.inner_text()
-    assert f"campaign {cid} is cancelled: cannot start it (only a draft or paused campaign)" in text
+    assert f"campaign {cid}: status cannot change from cancelled to active (cancelled is final)" in text
     assert await conn.fetchval("SELECT status FROM campaigns WHERE id = $1", cid) == "cancelled"
 
 

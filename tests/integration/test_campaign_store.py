@@ -6,9 +6,16 @@ from __future__ import annotations
 import uuid
 
 import asyncpg
+import pytest
 
 from dialer.models import Campaign, CampaignStatus
-from dialer.store.campaigns import CampaignStore, CampaignSummary, NewCampaign
+from dialer.store.campaigns import (
+    CampaignStore,
+    CampaignSummary,
+    NewCampaign,
+    StatusChange,
+    TransitionRefused,
+)
 from tests.factories import add_contacts, madrid_number
 
 
@@ -33,15 +40,24 @@ async def test_get_and_list_return_typed_campaigns(conn: asyncpg.Connection) -> 
     assert await store.get(uuid.UUID(int=0)) is None
 
 
-async def test_transition_takes_and_answers_statuses(conn: asyncpg.Connection) -> None:
-    """A transition from an allowed status changes it; from another it reports the
-    status the campaign is in, as a CampaignStatus."""
+async def test_set_status_answers_statuses_and_reports_the_refusal(conn: asyncpg.Connection) -> None:
+    """set_status answers the status before and after as CampaignStatus (equal for a
+    no-op), None for an unknown id, and TransitionRefused with the database's words."""
     store = CampaignStore(conn)
     cid = await store.create(NewCampaign(name="steered"))
-    done = await store.transition(cid, {CampaignStatus.DRAFT}, CampaignStatus.ACTIVE)
-    assert (done.changed, done.status) == (True, CampaignStatus.ACTIVE)
-    refused = await store.transition(cid, {CampaignStatus.PAUSED}, CampaignStatus.ACTIVE)
-    assert (refused.changed, refused.status) == (False, CampaignStatus.ACTIVE)
-    assert refused.status is CampaignStatus.ACTIVE
+    done = await store.set_status(cid, CampaignStatus.ACTIVE)
+    assert done == StatusChange(before=CampaignStatus.DRAFT, after=CampaignStatus.ACTIVE) and done.changed
+    again = await store.set_status(cid, CampaignStatus.ACTIVE)
+    assert again is not None and not again.changed and again.before is CampaignStatus.ACTIVE
+    assert await store.set_status(uuid.UUID(int=0), CampaignStatus.ACTIVE) is None
+    await store.set_status(cid, CampaignStatus.COMPLETED)
+    with pytest.raises(TransitionRefused, match="status cannot change from completed to active"):
+        await store.set_status(cid, CampaignStatus.ACTIVE)
+    await store.set_status(cid, CampaignStatus.COMPLETED)
+    assert [(h.from_status, h.to_status) for h in await store.history(cid)] == [
+        (None, CampaignStatus.DRAFT),
+        (CampaignStatus.DRAFT, CampaignStatus.ACTIVE),
+        (CampaignStatus.ACTIVE, CampaignStatus.COMPLETED),
+    ]
     progress = await store.progress(cid)
-    assert progress is not None and progress.status is CampaignStatus.ACTIVE
+    assert progress is not None and progress.status is CampaignStatus.COMPLETED

@@ -149,15 +149,15 @@ async def test_foreign_origin_and_foreign_host_are_refused(pool: asyncpg.Pool, c
 
 
 async def test_an_illegal_action_shows_the_reason(pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
-    """Resuming a draft is refused with the CLI's own words, and nothing changes."""
+    """Pausing a draft is refused with the database's words (the CLI's too), and nothing changes."""
     cid = await make_campaign(conn)
     async with console_only(pool) as console, client() as http:
         async with http.get(f"{console.url}/campaigns/{cid}") as r:
             token = csrf_of(await r.text())
-        async with http.post(f"{console.url}/campaigns/{cid}/actions/resume", data={"csrf_token": token}) as r:
+        async with http.post(f"{console.url}/campaigns/{cid}/actions/pause", data={"csrf_token": token}) as r:
             body = await r.text()
     assert r.status == 409
-    assert f"campaign {cid} is draft: cannot resume it (only a paused campaign)" in body
+    assert f"campaign {cid}: status cannot change from draft to paused" in body
     assert await _status(conn, cid) == "draft"
 
 

@@ -221,24 +221,61 @@ async def test_transitions_write_only_status(
 @pytest.mark.parametrize(
     ("command", "status", "message"),
     [
-        ("pause", "draft", "is draft: cannot pause it (only a active campaign)"),
-        ("resume", "active", "is active: cannot resume it (only a paused campaign)"),
-        ("start", "active", "is active: cannot start it (only a draft or paused campaign)"),
-        ("start", "completed", "is completed: cannot start it"),
-        ("cancel", "cancelled", "is cancelled: cannot cancel it (only a active or draft or paused campaign)"),
-        ("cancel", "completed", "is completed: cannot cancel it"),
+        ("pause", "draft", "status cannot change from draft to paused (from draft only to active or cancelled)"),
+        ("start", "completed", "status cannot change from completed to active (completed is final)"),
+        ("resume", "cancelled", "status cannot change from cancelled to active (cancelled is final)"),
+        ("cancel", "completed", "status cannot change from completed to cancelled (completed is final)"),
     ],
 )
 async def test_refused_transitions_exit_1(
     cli: Cli, conn: asyncpg.Connection, command: str, status: str, message: str
 ) -> None:
-    """A transition the lifecycle does not allow changes nothing and exits 1 with one line."""
+    """A transition the database refuses changes nothing and exits 1 with its one line."""
     cid = await _campaign(conn, status)
     old = await _row(conn, cid)
     code, out, err = await cli("campaign", command, str(cid))
     assert (code, out) == (1, "")
-    assert err.startswith(f"error: campaign {cid} {message}") and err.count("\n") == 1
+    assert err == f"error: campaign {cid}: {message}\n"
     assert await _row(conn, cid) == old
+
+
+@pytest.mark.parametrize(
+    ("command", "status"), [("start", "active"), ("resume", "active"), ("pause", "paused"), ("cancel", "cancelled")]
+)
+async def test_a_campaign_already_in_the_target_status_is_left_alone(
+    cli: Cli, conn: asyncpg.Connection, command: str, status: str
+) -> None:
+    """Asking for the status a campaign already has succeeds and writes nothing (no
+    history row either)."""
+    cid = await _campaign(conn, status)
+    old = await _row(conn, cid)
+    history = await conn.fetchval("SELECT count(*) FROM campaign_status_history WHERE campaign_id = $1", cid)
+    assert await cli("campaign", command, str(cid)) == (0, f"campaign {cid} is now {status}\n", "")
+    assert await _row(conn, cid) == old
+    assert await conn.fetchval(
+        "SELECT count(*) FROM campaign_status_history WHERE campaign_id = $1", cid
+    ) == history
+
+
+async def test_history_lists_every_change_with_who_made_it(cli: Cli, conn: asyncpg.Connection) -> None:
+    """`campaign history` prints the creation and each change, oldest first, naming
+    the role and the program (the CLI's own changes say `dialer cli`)."""
+    cid = await _campaign(conn)
+    assert (await cli("campaign", "start", str(cid)))[0] == 0
+    assert (await cli("campaign", "pause", str(cid)))[0] == 0
+    await conn.execute("UPDATE campaigns SET status = 'cancelled' WHERE id = $1", cid)
+    code, out, err = await cli("campaign", "history", str(cid))
+    assert (code, err) == (0, "")
+    role = await conn.fetchval("SELECT current_user")
+    changes = [line.split("  ", 1)[1].split() for line in out.splitlines()]
+    assert changes == [
+        ["created", "draft", role, "(dialer)"],
+        ["draft", "→", "active", role, "(dialer", "cli)"],
+        ["active", "→", "paused", role, "(dialer", "cli)"],
+        ["paused", "→", "cancelled", role, "(dialer)"],
+    ]
+    missing = uuid.uuid4()
+    assert await cli("campaign", "history", str(missing)) == (1, "", f"error: no campaign with id {missing}\n")
 
 
 async def test_unknown_and_malformed_ids(cli: Cli) -> None:
@@ -419,7 +456,8 @@ def test_real_subprocess(db_url: str, tmp_path: Path) -> None:
     assert imported.returncode == 0, imported.stderr
     assert "imported 1 new, 0 existing, 0 rejected (see above)" in imported.stdout
     assert dialer("campaign", "start", cid).returncode == 0
+    assert dialer("campaign", "cancel", cid).returncode == 0
     again = dialer("campaign", "start", cid)
     assert again.returncode == 1
-    assert again.stderr.strip().endswith("cannot start it (only a draft or paused campaign)")
+    assert again.stderr.strip().endswith("status cannot change from cancelled to active (cancelled is final)")
     assert dialer("campaign", "bogus").returncode == 2

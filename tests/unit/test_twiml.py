@@ -14,6 +14,7 @@ from dialer.twiml import (
     DEFAULT_MESSAGE,
     INLINE_TWIML_LIMIT,
     CallRequests,
+    field_key,
     fits_inline,
     render_script,
     render_twiml,
@@ -182,3 +183,21 @@ async def test_the_served_document_is_the_calls_script_or_none() -> None:
     assert document is not None
     assert _say_texts(document) == ["Adiós García"]
     assert await requests.document(uuid.uuid4()) is None
+
+
+def test_field_key_is_the_import_header_normalisation() -> None:
+    """Case, accents, surrounding space and runs of spaces, hyphens and underscores do
+    not make two keys different; the importer's header normalisation is the same function."""
+    from dialer.importer import normalise_header
+
+    assert field_key("  Fecha-Cita ") == field_key("fecha_cita") == field_key("FECHA  CITA") == "fecha_cita"
+    assert field_key("Teléfono") == field_key("TELEFONO") == "telefono"
+    assert normalise_header("  Fecha - Cita") == field_key("Fecha - Cita")
+
+
+def test_custom_placeholders_match_keys_whatever_their_case() -> None:
+    """{{custom.Cita}} reads a key stored as 'cita' (the import's normalised header) or
+    as 'CITA' (written by hand); campaign fields win over the contact's custom fields."""
+    contact = _contact(custom_fields={"cita": "old", "Clínica": "Centro"}, fields={"CITA": "new"})
+    assert render_script("{{custom.Cita}} {{custom.clinica}} {{ custom.Fecha cita }}", contact) == "new Centro "
+    validate_template("{{custom.Cita}} {{custom.clínica}} {{custom.Fecha cita}}")
