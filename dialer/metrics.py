@@ -22,7 +22,9 @@ class Metrics:
             "dialer_dials", "Carrier requests started, by campaign", ["campaign_id"], registry=r
         )
         self.outcomes = Counter(
-            "dialer_call_outcomes", "Final call outcomes (completed, busy, no-answer, ...)", ["outcome"],
+            "dialer_call_outcomes",
+            "Final call outcomes (completed, busy, no-answer, ...), by campaign",
+            ["campaign_id", "outcome"],
             registry=r,
         )
         self.carrier_errors = Counter(
@@ -30,7 +32,11 @@ class Metrics:
         )
         self.live_calls = Gauge("dialer_live_calls", "Calls held by this instance's pool", registry=r)
         self.queue_depth = Gauge(
-            "dialer_due_calls", "Scheduled calls already due, at the last scheduler pass", registry=r
+            "dialer_due_calls",
+            "Scheduled calls already due in dialable campaigns, at the last count: state=dialable "
+            "inside the contact's calling hours and days, state=held outside them (waiting, not late)",
+            ["state"],
+            registry=r,
         )
         self.callback_seconds = Histogram(
             "dialer_callback_seconds",
@@ -67,11 +73,15 @@ class Metrics:
     def prune_campaigns(self, keep: Callable[[str], bool]) -> None:
         """Drop the per-campaign series of every campaign `keep` rejects (one that is
         no longer dialed), so the label's values stay bounded by the live campaigns."""
-        for family in self.dials.collect():
-            for sample in family.samples:
-                campaign_id = sample.labels.get("campaign_id")
-                if campaign_id is not None and sample.name.endswith("_total") and not keep(campaign_id):
-                    self.dials.remove(campaign_id)
+        for counter in (self.dials, self.outcomes):
+            stale = {
+                tuple(sample.labels.values())
+                for family in counter.collect()
+                for sample in family.samples
+                if sample.name.endswith("_total") and not keep(sample.labels["campaign_id"])
+            }
+            for labels in stale:
+                counter.remove(*labels)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -57,6 +57,7 @@ class _Follow:
     # create response; their sid is kept so an unknown outcome needs no carrier search.
     dialing: bool = False
     heard_sid: str | None = None
+    sid: str | None = None  # the call's CallSid once known, for its call_ended line
 
 
 class CallPool:
@@ -194,8 +195,23 @@ class CallPool:
         if follow is None or follow.done.is_set():
             return
         follow.heard_at = time.monotonic()
-        self.metrics.outcomes.labels(outcome=outcome or status.value).inc()
+        self._ended(call_id, follow.campaign_id, follow.sid, status, outcome or status.value)
         follow.done.set()
+
+    def _ended(
+        self, call_id: uuid.UUID, campaign_id: uuid.UUID, sid: str | None, status: CallStatus, outcome: str
+    ) -> None:
+        """One call_ended line and one outcome count per call, with its own ids bound
+        (this may run in another call's task, or the notification checker's)."""
+        self.metrics.outcomes.labels(campaign_id=str(campaign_id), outcome=outcome).inc()
+        log.info(
+            "call_ended",
+            campaign_id=str(campaign_id),
+            call_id=str(call_id),
+            call_sid=sid,
+            status=status.value,
+            outcome=outcome,
+        )
 
     def intercept(self, call_id: uuid.UUID | None, event: CallEvent) -> bool:
         """Webhook fast path: a non-final callback for a call this pool holds with
@@ -299,13 +315,14 @@ class CallPool:
                     message=str(exc),
                 )
                 if new_status is CallStatus.FAILED:
-                    self.metrics.outcomes.labels(outcome="error").inc()
+                    self._ended(call.id, call.campaign_id, None, new_status, "error")
                 return
         else:
             sid = placed.sid
             await self._db(self.store.dial_accepted, call.id, sid)
         if sid is None:
             return
+        follow.sid = sid
         structlog.contextvars.bind_contextvars(call_sid=sid)
         log.info("call_placed")
         await self._follow(call.id, sid, call.ring_timeout_seconds + call.time_limit_seconds)
@@ -318,6 +335,8 @@ class CallPool:
             sid = await self._reconcile_unknown(call.id, request)
             if sid is None:
                 return
+        if (follow := self._follows.get(call.id)) is not None:
+            follow.sid = sid
         await self._fetch_and_apply(call.id, sid)
         await self._follow(call.id, sid, call.ring_timeout_seconds + call.time_limit_seconds)
 

@@ -149,23 +149,37 @@ class Scheduler:
             self._last["housekeeping"] = now
             await self.store.housekeep()
             self._campaigns = None  # housekeeping may have activated, completed or expired some
+        if now - self._last["gauge"] >= GAUGE_INTERVAL:
+            # Counted before the early returns: a full pool is when a backlog grows.
+            self._last["gauge"] = now
+            await self._count_due()
         if self.pool.free_slots() <= 0:
             return self.tick  # a freed slot wakes the loop
-        if self._campaigns is None:
-            self._campaigns = await self.store.dialable_campaigns()
-            self._prune_metrics(self._campaigns)
-        campaigns = self._campaigns
+        campaigns = await self._dialable()
         if not campaigns:
             return self.tick
         exhausted = await self._claim(campaigns)
-        if now - self._last["gauge"] >= GAUGE_INTERVAL:
-            self._last["gauge"] = now
-            self.metrics.queue_depth.set(await self.store.due_count([c.id for c in campaigns]))
         if exhausted:
             # Limited by slots or pace, not by due work: a freed slot wakes us; the
             # bucket refills at its rate.
             return min(self.tick, 1.0 / self.bucket.rate)
         return await self._sleep_hint(campaigns)
+
+    async def _dialable(self) -> list[Campaign]:
+        """The dialable campaigns, cached until the next housekeeping pass."""
+        if self._campaigns is None:
+            self._campaigns = await self.store.dialable_campaigns()
+            self._prune_metrics(self._campaigns)
+        return self._campaigns
+
+    async def _count_due(self) -> None:
+        """dialer_due_calls{state}: due calls that could be dialed now, and those held
+        by their contact's calling hours or days (an alert on the first does not fire
+        all night, docs/operations.md#metrics)."""
+        campaigns = await self._dialable()
+        counts = await self.store.due_counts([c.id for c in campaigns]) if campaigns else None
+        self.metrics.queue_depth.labels(state="dialable").set(counts.dialable if counts else 0)
+        self.metrics.queue_depth.labels(state="held").set(counts.held if counts else 0)
 
     def _prune_metrics(self, campaigns: list[Campaign]) -> None:
         """Per-campaign series live while the campaign is dialable or has calls here:

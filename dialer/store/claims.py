@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
@@ -14,6 +15,14 @@ import asyncpg
 from dialer.database import translate_errors
 from dialer.models import CallStatus, Campaign, CampaignStatus, ClaimedCall, Contact
 from dialer.store.base import StoreBase, campaigns_in, in_window
+
+
+@dataclass(frozen=True)
+class DueCounts:
+    """Due calls: inside their contact's calling hours and days now, and outside them."""
+
+    dialable: int
+    held: int
 
 
 class ClaimStore(StoreBase):
@@ -27,13 +36,15 @@ class ClaimStore(StoreBase):
         return [c for c in campaigns if c.last_error is None and in_window(c, now)]
 
     # Up to $7 due calls of campaign $1 at time $2, inside calling hours ($3 zone
-    # fallback, $4-$6 hours and days), for contacts without a live call; those whose
+    # fallback, $4-$6 hours and days), for contacts without a live call and numbers
+    # without one (several contacts may share a number: one is rung at a time, the
+    # earliest due in this pass, docs/invariants.md#1); those whose
     # number is on do_not_call are cancelled (the contact becomes do_not_call), the
     # rest claimed by instance $8. Returns the claimed calls with their contacts and
     # the contacts' fields in this campaign (for {{custom.KEY}}).
     CLAIM_SQL: Final = """
         WITH candidates AS (
-            SELECT k.id, k.contact_id, ct.phone_number
+            SELECT k.id, k.contact_id, ct.phone_number, k.scheduled_at
             FROM calls k
             JOIN contacts ct ON ct.id = k.contact_id
             WHERE k.campaign_id = $1 AND k.status = 'scheduled' AND k.scheduled_at <= $2
@@ -47,20 +58,26 @@ class ClaimStore(StoreBase):
               AND dialer_in_calling_hours($2, coalesce(ct.resolved_timezone, $3), $4, $5, $6)
               AND NOT EXISTS (SELECT 1 FROM calls l WHERE l.contact_id = k.contact_id
                               AND l.status IN ('pending', 'in_progress'))
+              AND NOT EXISTS (SELECT 1 FROM calls l WHERE l.dialed_number = ct.phone_number
+                              AND l.status IN ('pending', 'in_progress'))
             ORDER BY k.scheduled_at
             LIMIT $7
             FOR UPDATE OF k SKIP LOCKED
         ), flagged AS MATERIALIZED (
             -- Materialized: inlined, the do-not-call probe ran once per CASE below.
-            SELECT cand.id, cand.contact_id,
+            -- DISTINCT ON: one call per number in a pass (FOR UPDATE cannot be combined
+            -- with it above; the rows left out stay scheduled for a later pass).
+            SELECT DISTINCT ON (cand.phone_number) cand.id, cand.contact_id, cand.phone_number,
                    EXISTS (SELECT 1 FROM do_not_call d WHERE d.phone_number = cand.phone_number) AS blocked
             FROM candidates cand
+            ORDER BY cand.phone_number, cand.scheduled_at
         ), claimed AS (
             UPDATE calls k
             SET status = CASE WHEN f.blocked THEN 'cancelled' ELSE 'pending' END::call_status,
                 outcome = CASE WHEN f.blocked THEN 'do-not-call' END,
                 claimed_by = CASE WHEN f.blocked THEN NULL ELSE $8::uuid END,
-                claimed_at = $2
+                claimed_at = $2,
+                dialed_number = CASE WHEN f.blocked THEN NULL ELSE f.phone_number END
             FROM flagged f
             WHERE k.id = f.id
             RETURNING k.id, k.contact_id, k.retry_count, k.status
@@ -175,15 +192,37 @@ class ClaimStore(StoreBase):
             )
         )
 
-    _DUE_COUNT: Final = """
-        SELECT count(*) FROM (SELECT 1 FROM calls WHERE campaign_id = ANY($1::uuid[])
-                              AND status = 'scheduled' AND scheduled_at <= $2 LIMIT $3) s
+    # Due calls of these campaigns (at most $3, it is a gauge), split by whether the
+    # contact is inside the campaign's calling hours and days now ($4: the zone of last
+    # resort). Counted per (campaign, zone): the hours function runs once per zone.
+    _DUE_COUNTS: Final = """
+        WITH due AS (
+            SELECT k.campaign_id, k.contact_id FROM calls k
+            WHERE k.campaign_id = ANY($1::uuid[]) AND k.status = 'scheduled' AND k.scheduled_at <= $2
+            LIMIT $3
+        ), zones AS (
+            SELECT due.campaign_id, coalesce(ct.resolved_timezone, c.timezone, $4) AS zone, count(*) AS n
+            FROM due JOIN contacts ct ON ct.id = due.contact_id JOIN campaigns c ON c.id = due.campaign_id
+            GROUP BY 1, 2
+        ), judged AS (
+            SELECT z.n, dialer_in_calling_hours($2, z.zone, c.calling_hours_start, c.calling_hours_end,
+                                                c.calling_days) AS open
+            FROM zones z JOIN campaigns c ON c.id = z.campaign_id
+        )
+        SELECT coalesce(sum(n) FILTER (WHERE open), 0) AS dialable,
+               coalesce(sum(n) FILTER (WHERE NOT open), 0) AS held
+        FROM judged
     """
 
     @translate_errors
-    async def due_count(self, campaign_ids: Sequence[uuid.UUID], cap: int = 100_000) -> int:
-        """Scheduled calls already due in these campaigns (capped: it is a gauge)."""
-        return int(await self.pool.fetchval(self._DUE_COUNT, list(campaign_ids), self.clock(), cap))
+    async def due_counts(self, campaign_ids: Sequence[uuid.UUID], cap: int = 100_000) -> DueCounts:
+        """Scheduled calls already due in these campaigns: how many could be dialed now
+        and how many wait for their contact's calling hours or days (capped: a gauge)."""
+        row = await self.pool.fetchrow(
+            self._DUE_COUNTS, list(campaign_ids), self.clock(), cap, self.default_timezone
+        )
+        assert row is not None  # an aggregate always returns one row
+        return DueCounts(dialable=int(row["dialable"]), held=int(row["held"]))
 
     _NEXT_DUE: Final = (
         "SELECT min(scheduled_at) FROM calls WHERE campaign_id = ANY($1::uuid[]) AND status = 'scheduled'"

@@ -136,7 +136,8 @@ async def test_a_finished_campaign_leaves_the_metric_labels(
     db_url: str, sim: RunningSimulator, conn: asyncpg.Connection
 ) -> None:
     """dialer_dials_total{campaign_id} carries a campaign while it is dialed and drops
-    it once the campaign is completed, so the label is bounded by live campaigns."""
+    it once the campaign is completed, and so does dialer_call_outcomes_total, so the
+    label is bounded by live campaigns."""
     daemon = Daemon(daemon_settings(db_url, sim.url, calls_per_second=4.0, bucket_size=1), db_url=db_url)
     await daemon.start()
     try:
@@ -163,5 +164,6 @@ async def test_a_finished_campaign_leaves_the_metric_labels(
         await wait_for(unlabelled, 5, "the finished campaign's series to go")
         await asyncio.sleep(0.3)  # and it stays gone
         assert dials() is None
+        assert f'campaign_id="{campaign}"'.encode() not in daemon.metrics.render()  # outcomes too
     finally:
         await daemon.stop(drain_seconds=1)

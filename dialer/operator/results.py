@@ -1,0 +1,154 @@
+"""`dialer campaign export` and `dialer calls`: what a campaign produced, without
+writing SQL (docs/campaigns.md#results)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import re
+import sys
+import zoneinfo
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from rich.table import Table
+
+from dialer.config import Settings
+from dialer.database import Connection
+from dialer.operator.common import (
+    CommandFailed,
+    campaign_id_arg,
+    command_handler,
+    make_console,
+    positive_arg,
+    run,
+)
+from dialer.store.campaigns import CampaignStore
+from dialer.store.results import ResultsStore
+from dialer.text import markup_safe, printable
+
+# A text cell a spreadsheet would take for a formula (=, @, +, - and the control
+# characters some read as a cell break), unless it is just a signed number or phone
+# number: such a cell gets a leading apostrophe in --excel output, so a name like
+# "=HYPERLINK(…)" from an imported file is shown, never evaluated.
+_FORMULA = re.compile(r"^[=@+\-\t\r]")
+_SIGNED_NUMBER = re.compile(r"^[+\-][\d\s().]*$")
+
+
+def _cell(value: Any, zone: zoneinfo.ZoneInfo | None, excel: bool) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        # Naive UTC in the database; ISO 8601 with Z, or local wall time for a spreadsheet.
+        if zone is None:
+            return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return value.replace(tzinfo=UTC).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True) if isinstance(value, dict) else str(value)
+    if excel and _FORMULA.match(text) and not _SIGNED_NUMBER.match(text):
+        return "'" + text
+    return text
+
+
+@contextlib.contextmanager
+def _output(path: str | None) -> Iterator[TextIO]:
+    if path is None:
+        yield sys.stdout
+        return
+    # Opened outside the `with`: an OSError of the body (a database socket) is not the file's.
+    try:
+        out = Path(path).open("w", encoding="utf-8", newline="")  # noqa: SIM115
+    except OSError as exc:
+        raise CommandFailed(f"cannot write {printable(path)}: {exc.strerror or exc}") from None
+    with out:
+        yield out
+
+
+async def export_campaign(
+    conn: Connection, campaign_id: Any, out: TextIO, *, excel: bool, default_timezone: str
+) -> int:
+    """Write campaign_results of one campaign as CSV to `out`; returns the rows written.
+    Plain: `,`, times in UTC (ISO 8601, Z). Excel: `;`, a UTF-8 byte-order mark, times
+    in the campaign's zone, formula-like text cells neutralised."""
+    campaign = await CampaignStore(conn).get(campaign_id)
+    if campaign is None:
+        raise CommandFailed(f"no campaign with id {campaign_id}")
+    store = ResultsStore(conn)
+    columns = await store.result_columns()
+    zone = zoneinfo.ZoneInfo(campaign.timezone or default_timezone) if excel else None
+    if excel:
+        out.write("\ufeff")
+    writer = csv.writer(out, delimiter=";" if excel else ",", lineterminator="\r\n")
+    writer.writerow(columns)
+    rows = 0
+    async for row in store.results(campaign_id):
+        writer.writerow([_cell(row[c], zone, excel) for c in columns])
+        rows += 1
+    return rows
+
+
+def _export_handler(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(conn: Connection) -> int:
+        with _output(args.output) as out:
+            rows = await export_campaign(
+                conn, args.id, out, excel=args.excel, default_timezone=settings.dialer.default_timezone
+            )
+        if args.output is not None:
+            print(f"wrote {rows} rows to {printable(args.output)}")
+        return 0
+
+    return run(settings, work)
+
+
+async def _calls(args: argparse.Namespace, conn: Connection) -> int:
+    if await CampaignStore(conn).get(args.id) is None:
+        raise CommandFailed(f"no campaign with id {args.id}")
+    attempts = await ResultsStore(conn).attempts(args.id, failed_only=args.failed, limit=args.limit)
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for name in ("dialed (UTC)", "contact", "number", "try", "status", "outcome", "error",
+                 "answered_by", "secs", "call_sid"):
+        table.add_column(name, no_wrap=True)  # one line per attempt, for grep
+    for a in attempts:
+        name = " ".join(p for p in (a.first_name, a.last_name) if p)
+        error = " ".join(str(p) for p in (a.error_code, a.error_message) if p not in (None, ""))
+        table.add_row(
+            f"{a.dialed_at:%Y-%m-%d %H:%M:%S}" if a.dialed_at else "-",
+            markup_safe(name),
+            a.phone_number,
+            str(a.retry_count + 1),
+            a.status,
+            markup_safe(a.outcome or ""),
+            markup_safe(error),
+            markup_safe(a.answered_by or ""),
+            "" if a.duration is None else str(a.duration),
+            a.call_sid or "",
+        )
+    console = make_console()
+    console.print(table)
+    if len(attempts) == args.limit:
+        console.print(f"(the first {args.limit}: --limit N shows more)")
+    return 0
+
+
+def register(campaign: Any, top: Any) -> None:
+    """Add `campaign export` to the campaign group and `calls` to the top level."""
+    p = campaign.add_parser(
+        "export",
+        help="the campaign's results as CSV (one row per contact), to stdout or a file",
+        description="Columns: those of the campaign_results view. Times are UTC (ISO 8601) unless "
+        "--excel, which writes ';'-separated UTF-8 with a byte-order mark and local times in the "
+        "campaign's zone, for spreadsheets.",
+    )
+    p.add_argument("id", type=campaign_id_arg, metavar="ID")
+    p.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
+    p.add_argument("--excel", action="store_true", help="';', a BOM and local times, for a spreadsheet")
+    p.set_defaults(handler=_export_handler)
+
+    p = top.add_parser("calls", help="the attempts of a campaign: outcome, error, answered_by, duration")
+    p.add_argument("id", type=campaign_id_arg, metavar="CAMPAIGN_ID")
+    p.add_argument("--failed", action="store_true", help="only failed attempts")
+    p.add_argument("--limit", type=positive_arg, default=1000, metavar="N", help="at most N rows (1000)")
+    p.set_defaults(handler=command_handler(_calls))
