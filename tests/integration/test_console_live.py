@@ -58,7 +58,11 @@ async def test_live_pages_are_fed_by_the_daemons_one_listen_connection(
             await wait_for(lambda: _ready(daemon, 5), 5, "five live subscribers")
             renders_before = daemon.console.hub.renders
             started = time.monotonic()
-            await conn.execute("UPDATE campaigns SET status = 'paused' WHERE id = $1", cid)
+            # A draft cannot be paused (docs/campaigns.md#lifecycle): started and paused
+            # in one transaction, the board hears both at commit and ends on paused.
+            async with conn.transaction():
+                await conn.execute("UPDATE campaigns SET status = 'active' WHERE id = $1", cid)
+                await conn.execute("UPDATE campaigns SET status = 'paused' WHERE id = $1", cid)
             pages = await asyncio.gather(*(_next_event(s, "board", "⏸ paused", 10) for s in streams))
             elapsed = time.monotonic() - started
             assert all(str(cid) in page for page in pages)
