@@ -78,6 +78,12 @@ class Campaign:
     # Calls rows ever created (the trigger-kept counter): it changes whenever calls are
     # scheduled (activation, retry), which is when the zones of due work can change.
     total_calls: int = 0
+    # A calendar of the `holidays` package (ES, ES-MD, US-CA …): no calls on its public
+    # holidays, in the contact's local date (docs/campaigns.md#calendar).
+    holiday_calendar: str | None = None
+    # Read by ClaimStore.dialable_campaigns only: a blackout day applies to this campaign
+    # within a day of now, so the scheduler's pre-check must look (False elsewhere).
+    blackout_near: bool = False
 
 
 @dataclass(frozen=True)

@@ -205,20 +205,25 @@ class Scheduler:
                 self.pool.resume(call)
 
     async def _open_now(self, campaign: Campaign) -> bool:
-        """Whether any contact of the campaign can be inside calling hours now. When
-        none can (a Spanish campaign at night), the claim would walk every due call
-        to find none: at a million due calls that is seconds of database time per
-        pass, all night. One cheap query on the campaign's few zones answers it.
+        """Whether any contact of the campaign can be called now: inside calling
+        hours, on a local date that is no holiday of its calendar nor a blackout day.
+        When none can (a Spanish campaign at night, or on a holiday), the claim would
+        walk every due call to find none: at a million due calls that is seconds of
+        database time per pass, all night or all day. One cheap query on the
+        campaign's few zones answers it, by the claim's own SQL function.
 
         The zones are a cached scan, so they may only hold work back while they are
         known to be current: never when empty (taken before anything was scheduled:
         no zone is known, so the claim decides), never once the campaign's call count
         moved (activation, here or on another instance, or a retry added calls whose
         zones the set may lack), never across a NOTIFY, and never past ZONES_TTL."""
-        if campaign.calling_days is None and (
-            campaign.calling_hours_start is None or campaign.calling_hours_end is None
+        if (
+            campaign.calling_days is None
+            and (campaign.calling_hours_start is None or campaign.calling_hours_end is None)
+            and campaign.holiday_calendar is None
+            and not campaign.blackout_near
         ):
-            return True
+            return True  # nothing can close it: no query
         now = time.monotonic()
         cached = self._zones.get(campaign.id)
         if cached is None or not cached.current(campaign, self._zones_generation, now):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from datetime import datetime
 
-from dialer import numbers
+from dialer import calendars, numbers
 from dialer.errors import TemplateError
 from dialer.models import Campaign
 
@@ -25,7 +25,8 @@ def campaign_problem(
 
     `known_zones` are the IANA zones PostgreSQL knows (calling hours are computed in
     SQL); `validate_template` raises TemplateError for a script that cannot render;
-    `default_from_number` stands in for a campaign without its own caller id."""
+    `default_from_number` stands in for a campaign without its own caller id. A
+    `holiday_calendar` must name a calendar of the `holidays` package (static data)."""
     if c.schedule_end is not None and c.schedule_end < now:
         # Only a campaign that never ran gets here (housekeeping completes the others):
         # most likely a mistyped date, so nothing is cancelled; the operator decides.
@@ -44,6 +45,10 @@ def campaign_problem(
             return f"caller_id: {exc}"
     if c.timezone and c.timezone not in known_zones:
         return f"timezone {c.timezone!r} is not a known IANA zone"
+    if c.holiday_calendar is not None:
+        problem = calendars.calendar_problem(c.holiday_calendar)
+        if problem:
+            return problem
     if (
         c.calling_hours_start is not None
         and c.calling_hours_end is not None

@@ -13,8 +13,8 @@ from typing import Final
 import asyncpg
 
 from dialer.database import translate_errors
-from dialer.models import CallStatus, Campaign, CampaignStatus, ClaimedCall, Contact
-from dialer.store.base import StoreBase, campaigns_in, in_window
+from dialer.models import CallStatus, Campaign, ClaimedCall, Contact
+from dialer.store.base import CAMPAIGN_COLUMNS, StoreBase, campaign_from_row, in_window
 
 
 @dataclass(frozen=True)
@@ -28,17 +28,29 @@ class DueCounts:
 class ClaimStore(StoreBase):
     """Moving due calls from scheduled to pending (this instance's), and back."""
 
+    # Active campaigns, each with whether a blackout day applies to it within a day of
+    # $1 (a contact's local date is at most a day from the UTC date): the scheduler's
+    # zone pre-check then looks even at a campaign without hours or a calendar.
+    _DIALABLE: Final = f"""
+        SELECT {CAMPAIGN_COLUMNS},
+               EXISTS (SELECT 1 FROM blackout_dates b
+                       WHERE (b.campaign_id = campaigns.id OR b.campaign_id IS NULL)
+                         AND b.day BETWEEN $1::date - 1 AND $1::date + 1) AS blackout_near
+        FROM campaigns WHERE status = 'active'
+    """
+
     @translate_errors
     async def dialable_campaigns(self) -> list[Campaign]:
         """Active, valid campaigns inside their schedule window."""
         now = self.clock()
-        campaigns = await campaigns_in(self.pool, (CampaignStatus.ACTIVE,))
+        campaigns = [campaign_from_row(r) for r in await self.pool.fetch(self._DIALABLE, now)]
         return [c for c in campaigns if c.last_error is None and in_window(c, now)]
 
     # Up to $7 due calls of campaign $1 at time $2, inside calling hours ($3 zone
-    # fallback, $4-$6 hours and days), for contacts without a live call and numbers
-    # without one (several contacts may share a number: one is rung at a time, the
-    # earliest due in this pass, docs/invariants.md#1); those whose
+    # fallback, $4-$6 hours and days) on an open local date ($9 holiday calendar;
+    # docs/invariants.md#9), for contacts without a live call and numbers without one
+    # (several contacts may share a number: one is rung at a time, the earliest due in
+    # this pass, docs/invariants.md#1); those whose
     # number is on do_not_call are cancelled (the contact becomes do_not_call), the
     # rest claimed by instance $8. Returns the claimed calls with their contacts and
     # the contacts' fields in this campaign (for {{custom.KEY}}).
@@ -55,7 +67,7 @@ class ClaimStore(StoreBase):
                           AND c.last_error IS NULL
                           AND (c.schedule_start IS NULL OR c.schedule_start <= $2)
                           AND (c.schedule_end IS NULL OR $2 <= c.schedule_end))
-              AND dialer_in_calling_hours($2, coalesce(ct.resolved_timezone, $3), $4, $5, $6)
+              AND dialer_may_call($2, coalesce(ct.resolved_timezone, $3), $4, $5, $6, $1, $9)
               AND NOT EXISTS (SELECT 1 FROM calls l WHERE l.contact_id = k.contact_id
                               AND l.status IN ('pending', 'in_progress'))
               AND NOT EXISTS (SELECT 1 FROM calls l WHERE l.dialed_number = ct.phone_number
@@ -115,9 +127,12 @@ class ClaimStore(StoreBase):
             campaign.calling_hours_end,
             campaign.calling_days,
         )
+        calendar = campaign.holiday_calendar
         if campaign.max_concurrent_calls is None:
             # One statement is atomic on its own: no BEGIN/COMMIT round trips per pass.
-            rows = await self.pool.fetch(self.CLAIM_SQL, campaign.id, now, *args, limit, self.instance_id)
+            rows = await self.pool.fetch(
+                self.CLAIM_SQL, campaign.id, now, *args, limit, self.instance_id, calendar
+            )
             return self._claimed(campaign, rows)
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(self._LOCK_CAMPAIGN, campaign.id)
@@ -125,7 +140,9 @@ class ClaimStore(StoreBase):
             limit = min(limit, campaign.max_concurrent_calls - live)
             if limit <= 0:
                 return []
-            rows = await conn.fetch(self.CLAIM_SQL, campaign.id, now, *args, limit, self.instance_id)
+            rows = await conn.fetch(
+                self.CLAIM_SQL, campaign.id, now, *args, limit, self.instance_id, calendar
+            )
         return self._claimed(campaign, rows)
 
     def _claimed(self, campaign: Campaign, rows: Sequence[asyncpg.Record]) -> list[ClaimedCall]:
@@ -171,14 +188,15 @@ class ClaimStore(StoreBase):
         return [r["zone"] for r in rows]
 
     _ANY_ZONE_OPEN: Final = """
-        SELECT coalesce(bool_or(dialer_in_calling_hours($1, z, $2, $3, $4)), false)
+        SELECT coalesce(bool_or(dialer_may_call($1, z, $2, $3, $4, $6, $7)), false)
         FROM unnest($5::text[]) AS z
     """
 
     @translate_errors
     async def any_zone_open(self, campaign: Campaign, zones: Sequence[str]) -> bool:
-        """Whether it is inside the campaign's calling hours and days now in any of
-        these zones, by the same SQL function the claim uses."""
+        """Whether it is inside the campaign's calling hours and days, on a date that
+        is no holiday or blackout day, now in any of these zones: by the same SQL
+        function the claim uses."""
         if not zones:
             return False
         return bool(
@@ -189,6 +207,8 @@ class ClaimStore(StoreBase):
                 campaign.calling_hours_end,
                 campaign.calling_days,
                 list(zones),
+                campaign.id,
+                campaign.holiday_calendar,
             )
         )
 
@@ -236,7 +256,7 @@ class ClaimStore(StoreBase):
 
     # The dial gate: call $1 still pending, claimed by $3 and not yet dialed, its
     # campaign active, valid and inside its window at $2, the contact inside calling
-    # hours ($4: the zone of last resort). Writes dialed_at.
+    # hours on an open local date ($4: the zone of last resort). Writes dialed_at.
     BEGIN_DIAL_SQL: Final = """
         UPDATE calls k SET dialed_at = $2
         FROM campaigns c, contacts ct
@@ -245,15 +265,17 @@ class ClaimStore(StoreBase):
           AND (c.schedule_start IS NULL OR c.schedule_start <= $2)
           AND (c.schedule_end IS NULL OR $2 <= c.schedule_end)
           AND ct.id = k.contact_id
-          AND dialer_in_calling_hours($2, coalesce(ct.resolved_timezone, c.timezone, $4),
-                                      c.calling_hours_start, c.calling_hours_end, c.calling_days)
+          AND dialer_may_call($2, coalesce(ct.resolved_timezone, c.timezone, $4),
+                              c.calling_hours_start, c.calling_hours_end, c.calling_days,
+                              c.id, c.holiday_calendar)
         RETURNING k.id
     """
 
     @translate_errors
     async def begin_dial(self, call_id: uuid.UUID) -> bool:
         """The gate right before a carrier request: succeeds only while the campaign
-        is active, inside its window, and the contact inside calling hours — and
+        is active, inside its window, and the contact inside calling hours on a day
+        that is no holiday or blackout day in its own zone — and
         records dialed_at first, so after a crash we know a request may have left."""
         now = self.clock()
         row = await self.pool.fetchrow(

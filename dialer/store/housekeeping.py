@@ -16,6 +16,7 @@ from dialer import numbers
 from dialer.database import translate_errors
 from dialer.models import Campaign, CampaignStatus
 from dialer.store.base import Conn, StoreBase, campaigns_in, in_window
+from dialer.store.calendars import refresh_calendars
 from dialer.validation import campaign_problem
 
 log = structlog.get_logger(__name__)
@@ -36,7 +37,8 @@ class HousekeepingStore(StoreBase):
     @translate_errors
     async def housekeep(self) -> bool:
         """One pass of the work that must run on one instance at a time: check new
-        contacts' numbers, finish cancelled and expired campaigns, validate active
+        contacts' numbers, finish cancelled and expired campaigns, load the holiday
+        calendars campaigns name (when new, or daily), validate active
         ones, complete those with nothing left; then activate (which is safe on any
         number of instances at once, and runs in short batches of its own). Returns
         False when another instance holds the housekeeping lock."""
@@ -48,6 +50,7 @@ class HousekeepingStore(StoreBase):
             now = self.clock()
             await self._finish_cancelled(conn)
             await self._expire(conn, now)
+            await refresh_calendars(conn, now)
             zones = await self._known_zones(conn)
             for campaign in await campaigns_in(conn, (CampaignStatus.ACTIVE,)):
                 problem = campaign_problem(
