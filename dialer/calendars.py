@@ -76,7 +76,7 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "ES": Preset(
         name="ES",
-        summary="Spain: 09:00-21:00, Monday to Friday, no national public holidays",
+        summary="Spain: 09:00-21:00, Monday to Friday, not on national public holidays",
         hours=(time(9), time(21)),
         days=[1, 2, 3, 4, 5],
         holiday_calendar="ES",

@@ -7,11 +7,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import sys
 from pathlib import Path
 from typing import Any
 
 from dialer import progress
 from dialer.database import Connection
+from dialer.operator import rules
 from dialer.operator.common import (
     Command,
     CommandFailed,
@@ -44,6 +46,8 @@ async def _campaign_create(args: argparse.Namespace, conn: Connection) -> int:
         )
     if not args.name.strip() or len(args.name) > 255:
         raise UsageError("NAME must be 1 to 255 characters")
+    for line in rules.apply_rules(args):
+        print(line, file=sys.stderr)  # stdout stays the new id alone, for scripts
     hours = args.hours or (None, None)
     new = NewCampaign(
         name=args.name.strip(),
@@ -53,6 +57,7 @@ async def _campaign_create(args: argparse.Namespace, conn: Connection) -> int:
         calling_hours_end=hours[1],
         calling_days=args.days,
         timezone=args.timezone,
+        holiday_calendar=args.holiday_calendar,
         max_retries=args.max_retries,
         retry_delay_minutes=args.retry_delay,
         caller_id=args.caller_id,
@@ -153,6 +158,7 @@ def register(campaign: Any) -> None:
     p.add_argument("--end", type=utc_timestamp_arg, metavar="ISO", help="schedule end (ISO 8601)")
     p.add_argument("--machine-detection", action="store_true", help="ask the carrier to detect machines")
     p.add_argument("--record", action="store_true", help="record calls")
+    rules.add_arguments(p)
     p.set_defaults(handler=command_handler(_campaign_create))
 
     p = campaign.add_parser("add-contacts", help="add contacts to a campaign")

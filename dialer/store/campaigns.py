@@ -33,6 +33,7 @@ class NewCampaign:
     calling_hours_end: time | None = None
     calling_days: list[int] | None = None
     timezone: str | None = None
+    holiday_calendar: str | None = None
     max_retries: int | None = None
     retry_delay_minutes: int | None = None
     caller_id: str | None = None
@@ -137,6 +138,7 @@ class CampaignStore:
             "calling_hours_end": new.calling_hours_end,
             "calling_days": new.calling_days,
             "timezone": new.timezone,
+            "holiday_calendar": new.holiday_calendar,
             "max_retries": new.max_retries,
             "retry_delay_minutes": new.retry_delay_minutes,
             "caller_id": new.caller_id,
