@@ -4,10 +4,12 @@ can use the same) says the same thing in the same words.
 
 The snapshot is read by the store (`dialer/store/console.py`); whether the campaign's
 zone is inside its calling hours right now comes from the database's own
-`dialer_in_calling_hours()` (the function the claim and the dial gate use), and only
-the *next* opening is computed here, for the message. Reasons that need more data
-(holidays, blackout days, a per-campaign rate cap) extend `DialingSnapshot` and
-`idle_reason` here, in this one place.
+`dialer_in_calling_hours()` (the function the claim and the dial gate use), whether
+today is a holiday or blackout day there, and the next day that is not, from
+`dialer_closed_day()` and `dialer_next_open_day()` (the claim's own test, sql/0010);
+only the *next* opening is computed here, for the message. Reasons that need more
+data (a per-campaign rate cap) extend `DialingSnapshot` and `idle_reason` here, in
+this one place.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import zoneinfo
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 FINAL_STATUSES = frozenset({"completed", "cancelled"})
 
@@ -39,6 +41,11 @@ class DialingSnapshot:
     days: Sequence[int] | None = None
     schedule_start: datetime | None = None
     schedule_end: datetime | None = None
+    # Why today (the zone's local date) is closed — "holiday: Inmaculada Concepción
+    # (ES)", "blackout: clinic closed" — or None; and the next local date that is a
+    # calling day and not closed (None: none within a year, or not read).
+    closed_day: str | None = None
+    next_open_day: date | None = None
 
 
 def idle_reason(s: DialingSnapshot) -> str | None:
@@ -61,6 +68,8 @@ def idle_reason(s: DialingSnapshot) -> str | None:
         return f"schedule starts {_at(s.schedule_start)} UTC (in {duration(s.schedule_start - s.now)})"
     if s.schedule_end is not None and s.now >= s.schedule_end:
         return f"schedule ended {_at(s.schedule_end)} UTC"
+    if s.closed_day:
+        return closed_day_reason(s.closed_day, s.next_open_day, s.zone)
     if not s.in_calling_hours:
         return _outside_hours(s)
     if s.live_calls or s.open_contacts == 0:
@@ -70,15 +79,32 @@ def idle_reason(s: DialingSnapshot) -> str | None:
     return None
 
 
+def closed_day_reason(closed_day: str, next_open_day: date | None, zone: str) -> str:
+    """Today is a holiday or blackout day: why, and the next working day —
+    "holiday: Inmaculada Concepción (ES); next working day Wed 2026-12-09 (Europe/Madrid)"."""
+    if next_open_day is None:
+        return f"{closed_day}; no working day within a year ({zone})"
+    return f"{closed_day}; next working day {next_open_day:%a %Y-%m-%d} ({zone})"
+
+
 def _outside_hours(s: DialingSnapshot) -> str:
     zone = zoneinfo.ZoneInfo(s.zone)
     local = s.now.replace(tzinfo=UTC).astimezone(zone)
     opening = next_window(local, s.hours_start, s.days)
+    later = s.next_open_day
+    if opening is not None and later is not None and local.date() < opening.date() < later:
+        # Today's window has passed and the next calling day is a holiday or blackout.
+        opening = datetime.combine(later, s.hours_start or time(0, 0), tzinfo=zone)
     off_day = bool(s.days) and local.isoweekday() not in (s.days or ())
     wait = "outside calling days" if off_day else "waiting for calling hours"
     if opening is None:
         return f"{wait} ({s.zone})"
-    label = f"{opening:%H:%M}" if opening.date() == local.date() else f"{opening:%a %H:%M}"
+    if opening.date() == local.date():
+        label = f"{opening:%H:%M}"
+    elif opening.date() - local.date() < timedelta(days=7):
+        label = f"{opening:%a %H:%M}"
+    else:  # past a run of holidays: a weekday alone would be ambiguous
+        label = f"{opening:%a %Y-%m-%d %H:%M}"
     # Same-zone aware datetimes subtract as wall clocks; across a DST change only UTC is right.
     wait_for = opening.astimezone(UTC) - local.astimezone(UTC)
     return f"{wait} (next window {label} {s.zone}, in {duration(wait_for)})"

@@ -149,7 +149,22 @@ def _dialing(row: Mapping[str, Any], now: datetime, live_instances: int) -> Dial
         days=list(row["calling_days"]) if row["calling_days"] is not None else None,
         schedule_start=row["schedule_start"],
         schedule_end=row["schedule_end"],
+        closed_day=row["closed_day"],
+        next_open_day=row["next_open_day"],
     )
+
+
+def _day_columns(now: str, default_zone: str) -> str:
+    """closed_day and next_open_day of campaign `c` (SQL) in its zone's local date at
+    `now`, by the claim's own functions (sql/0010). Only for an active, valid campaign:
+    no other status is explained by the day, and a calendar never loaded would make
+    the search walk a year."""
+    local = f"timezone(coalesce(c.timezone, {default_zone}), timezone('UTC', {now}))::date"
+    dialable = "c.status = 'active' AND c.last_error IS NULL"
+    return f"""
+        CASE WHEN {dialable} THEN dialer_closed_day({local}, c.id, c.holiday_calendar) END AS closed_day,
+        CASE WHEN {dialable} THEN dialer_next_open_day({local}, c.id, c.holiday_calendar, c.calling_days)
+        END AS next_open_day"""
 
 
 class ConsoleStore:
@@ -175,7 +190,7 @@ class ConsoleStore:
     # The live-call counts read calls_live_idx (live calls only, a few hundred at
     # most); the contact counts read the campaign_contacts indexes. Dialed-last-minute
     # walks the campaign's calls, so it is read for open campaigns only.
-    BOARD = """
+    BOARD = f"""
         WITH m AS (
             SELECT timezone('utc', now()) AS now,
                    (SELECT count(*) FROM dialer_instances i
@@ -194,6 +209,7 @@ class ConsoleStore:
                    c.calling_days, coalesce(c.timezone, $1) AS zone,
                    dialer_in_calling_hours(m.now, coalesce(c.timezone, $1), c.calling_hours_start,
                                            c.calling_hours_end, c.calling_days) AS in_calling_hours,
+                   {_day_columns("m.now", "$1")},
                    (SELECT count(*) FROM campaign_contacts cc WHERE cc.campaign_id = c.id) AS contacts,
                    (SELECT count(*) FROM campaign_contacts cc
                     WHERE cc.campaign_id = c.id
@@ -239,16 +255,17 @@ class ConsoleStore:
         ]
         return Board(now=now, live_instances=live_instances, rows=board_rows)
 
-    CAMPAIGN = """
+    CAMPAIGN = f"""
         SELECT timezone('utc', now()) AS now, c.*,
                coalesce(c.timezone, $2) AS zone,
+               {_day_columns("timezone('utc', now())", "$2")},
                dialer_in_calling_hours(timezone('utc', now()), coalesce(c.timezone, $2),
                                        c.calling_hours_start, c.calling_hours_end,
                                        c.calling_days) AS in_calling_hours,
                (SELECT count(*) FROM dialer_instances i
                 WHERE i.stopped_at IS NULL
                   AND i.heartbeat_at > timezone('utc', now()) - make_interval(secs => $3)) AS live_instances,
-               (SELECT coalesce(jsonb_object_agg(d.call_status, d.n), '{}'::jsonb)
+               (SELECT coalesce(jsonb_object_agg(d.call_status, d.n), '{{}}'::jsonb)
                 FROM (SELECT call_status, count(*) AS n FROM campaign_contacts
                       WHERE campaign_id = c.id GROUP BY call_status) d) AS dispositions,
                (SELECT count(*) FROM calls k

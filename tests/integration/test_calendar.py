@@ -17,7 +17,9 @@ import pytest
 from dialer.carrier.simulator import RunningSimulator
 from dialer.errors import TemplateError
 from dialer.service import Daemon
+from dialer.status import idle_reason
 from dialer.store.calendars import DAYS_AHEAD, DAYS_BEHIND
+from dialer.store.console import ConsoleStore
 from dialer.store.lifecycle import LifecycleStore
 from tests.factories import FakeClock, add_contacts, madrid_number, make_campaign
 from tests.harness import daemon_settings, wait_for
@@ -314,3 +316,40 @@ async def test_next_open_day_skips_weekends_holidays_and_blackouts(conn, store) 
     assert await conn.fetchval(
         "SELECT dialer_next_open_day('2026-12-11', $1, 'ES', '{1,2,3,4,5}')", cid
     ) == date(2026, 12, 14)
+
+
+# ---------------------------------------------------------------- campaign status
+
+
+async def test_status_names_todays_holiday_or_blackout_and_the_next_working_day(conn, pool) -> None:
+    """The one status explanation (read by the console's store, on the database's own
+    clock) says "holiday: … (ES)" or "blackout: …" and the next working day, from the
+    claim's own SQL; on the board and on the campaign's page alike."""
+    today = await conn.fetchval("SELECT (timezone('Europe/Madrid', now()))::date")
+    await conn.execute(
+        "INSERT INTO holiday_calendars (calendar, first_day, last_day, source) VALUES ('ES', $1::date - 2, $1::date + 400, 'test')",
+        today,
+    )
+    await conn.execute("INSERT INTO holiday_dates VALUES ('ES', $1, 'Inmaculada Concepción')", today)
+    await conn.execute("INSERT INTO dialer_instances (id, hostname, pid) VALUES ($1, 'h', 1)", uuid.uuid4())
+    cid = await make_campaign(conn, status="active", holiday_calendar="ES", timezone="Europe/Madrid")
+    await add_contacts(conn, cid, [madrid_number(1)])
+    console = ConsoleStore(pool, default_timezone="UTC", instance_timeout_seconds=30.0)
+
+    async def reasons() -> tuple[str | None, str | None]:
+        (row,) = (await console.board()).rows
+        page = await console.campaign_page(cid)
+        assert page is not None
+        return idle_reason(row.dialing), idle_reason(page.dialing)
+
+    tomorrow = today + timedelta(days=1)
+    expected = f"holiday: Inmaculada Concepción (ES); next working day {tomorrow:%a %Y-%m-%d} (Europe/Madrid)"
+    assert await reasons() == (expected, expected)
+    await conn.execute("DELETE FROM holiday_dates")
+    await conn.execute("INSERT INTO blackout_dates (campaign_id, day, reason) VALUES ($1, $2, 'clinic closed')", cid, today)
+    await conn.execute("INSERT INTO blackout_dates (day, reason) VALUES ($1, 'strike')", tomorrow)
+    after = today + timedelta(days=2)
+    expected = f"blackout: clinic closed; next working day {after:%a %Y-%m-%d} (Europe/Madrid)"
+    assert await reasons() == (expected, expected)
+    await conn.execute("DELETE FROM blackout_dates")
+    assert await reasons() == (None, None)
