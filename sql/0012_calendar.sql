@@ -10,9 +10,16 @@
 --                               NULL) for every campaign
 --
 --   dialer_closed_day(day, campaign, calendar)   why that local date is closed, or NULL
+--   dialer_closed_dates(at_utc, campaign, calendar)
+--       the closed dates among the (at most three) local dates any zone is on at that
+--       instant: the day rule, asked once per instant
 --   dialer_may_call(at_utc, zone, hours…, days, campaign, calendar)
---       calling hours AND an open local date: THE test the claim, the dial gate and the
---       scheduler's zone pre-check all use, so they cannot disagree
+--       calling hours AND a local date not among the closed dates: the test of the dial
+--       gate and of the scheduler's zone pre-check. The claim writes the same two terms
+--       out itself, with the closed dates taken once per statement rather than once per
+--       row: a function with a pinned search_path costs a configuration change on every
+--       call (tens of microseconds), and the claim evaluates its test on every row it
+--       walks. tests/integration/test_calendar.py checks that the two agree.
 --   dialer_next_open_day(after, campaign, calendar, days)  what `campaign status` says
 --
 -- A campaign that names a calendar dials only on days that calendar's window covers: a
@@ -75,8 +82,22 @@ AS $$
     )
 $$;
 
+-- The closed local dates around `p_at_utc`: every zone's date at that instant is the
+-- UTC date, the day before (down to UTC-12) or the day after (up to UTC+14).
+CREATE FUNCTION dialer_closed_dates(p_at_utc timestamp, p_campaign uuid, p_calendar text) RETURNS date[]
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = public, pg_temp
+AS $$
+    SELECT coalesce(array_agg(d.day ORDER BY d.day), '{}')
+    FROM (SELECT p_at_utc::date + i AS day FROM generate_series(-1, 1) AS i) AS d
+    WHERE dialer_closed_day(d.day, p_campaign, p_calendar) IS NOT NULL
+$$;
+
 -- Whether a contact may be called at `at_utc` (UTC, like every timestamp column) in
--- `zone`: inside calling hours (dialer_in_calling_hours, 0004) and on an open local date.
+-- `zone`: inside calling hours (dialer_in_calling_hours, 0004) and on a local date
+-- that is not closed. The claim spells out the same two terms (see above), asking
+-- dialer_closed_day once per possible date instead of once per row; the local date is
+-- one of those, so the answers are the same.
 CREATE FUNCTION dialer_may_call(
     at_utc timestamp, zone text, hours_start time, hours_end time, days smallint[],
     campaign uuid, calendar text

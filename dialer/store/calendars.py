@@ -3,8 +3,8 @@ calendars campaigns name into `holiday_dates` (housekeeping, one instance at a t
 and the operator's `blackout_dates`.
 
 Whether a day is closed is decided in SQL, by `dialer_closed_day()` (sql/0010), which
-the claim, the dial gate and the scheduler's pre-check reach through
-`dialer_may_call()`; nothing here decides it.
+the dial gate and the scheduler's pre-check reach through `dialer_may_call()` and the
+claim through `dialer_closed_dates()`; nothing here decides it.
 """
 
 from __future__ import annotations

@@ -67,7 +67,11 @@ class ClaimStore(StoreBase):
                           AND c.last_error IS NULL
                           AND (c.schedule_start IS NULL OR c.schedule_start <= $2)
                           AND (c.schedule_end IS NULL OR $2 <= c.schedule_end))
-              AND dialer_may_call($2, coalesce(ct.resolved_timezone, $3), $4, $5, $6, $1, $9)
+              -- dialer_may_call's two terms (sql/0010), the closed dates taken once
+              -- (an uncorrelated subquery: one evaluation per statement, not per row).
+              AND dialer_in_calling_hours($2, coalesce(ct.resolved_timezone, $3), $4, $5, $6)
+              AND timezone(coalesce(ct.resolved_timezone, $3), timezone('UTC', $2))::date
+                  <> ALL ((SELECT dialer_closed_dates($2, $1, $9))::date[])
               AND NOT EXISTS (SELECT 1 FROM calls l WHERE l.contact_id = k.contact_id
                               AND l.status IN ('pending', 'in_progress'))
               AND NOT EXISTS (SELECT 1 FROM calls l WHERE l.dialed_number = ct.phone_number
@@ -195,8 +199,8 @@ class ClaimStore(StoreBase):
     @translate_errors
     async def any_zone_open(self, campaign: Campaign, zones: Sequence[str]) -> bool:
         """Whether it is inside the campaign's calling hours and days, on a date that
-        is no holiday or blackout day, now in any of these zones: by the same SQL
-        function the claim uses."""
+        is no holiday or blackout day, now in any of these zones: by
+        `dialer_may_call`, whose terms the claim spells out (sql/0010)."""
         if not zones:
             return False
         return bool(

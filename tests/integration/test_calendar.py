@@ -353,3 +353,29 @@ async def test_status_names_todays_holiday_or_blackout_and_the_next_working_day(
     assert await reasons() == (expected, expected)
     await conn.execute("DELETE FROM blackout_dates")
     assert await reasons() == (None, None)
+
+
+async def test_the_claims_terms_agree_with_dialer_may_call(conn) -> None:
+    """The claim asks the closed dates once per statement (dialer_closed_dates) where
+    the gate and the pre-check ask dialer_may_call per contact: across a holiday's
+    edges, zones from UTC-11 to UTC+14 and a blackout, they give the same answer."""
+    cid = await make_campaign(conn, holiday_calendar="ES")
+    await conn.execute(
+        "INSERT INTO holiday_calendars (calendar, first_day, last_day, source) VALUES ('ES', '2026-11-01', '2027-01-31', 'test')"
+    )
+    await conn.execute("INSERT INTO holiday_dates VALUES ('ES', '2026-12-08', 'Inmaculada Concepción')")
+    await conn.execute("INSERT INTO blackout_dates (campaign_id, day) VALUES ($1, '2026-12-10')", cid)
+    rows = await conn.fetch(
+        """
+        SELECT t, z,
+               dialer_may_call(t, z, '08:00', '22:00', NULL, $1, 'ES') AS gate,
+               dialer_in_calling_hours(t, z, '08:00', '22:00', NULL)
+               AND timezone(z, timezone('UTC', t))::date <> ALL ((SELECT dialer_closed_dates(t, $1, 'ES'))::date[])
+                   AS claim
+        FROM generate_series('2026-12-06 00:00'::timestamp, '2026-12-12 00:00', '30 minutes') AS t,
+             unnest('{Europe/Madrid,America/New_York,Pacific/Kiritimati,Pacific/Pago_Pago,UTC}'::text[]) AS z
+        """,
+        cid,
+    )
+    assert {r["gate"] for r in rows} == {True, False}
+    assert [(r["t"], r["z"]) for r in rows if r["gate"] != r["claim"]] == []
