@@ -6,7 +6,7 @@ The snapshot is read by the store (`dialer/store/console.py`); whether the campa
 zone is inside its calling hours right now comes from the database's own
 `dialer_in_calling_hours()` (the function the claim and the dial gate use), whether
 today is a holiday or blackout day there, and the next day that is not, from
-`dialer_closed_day()` and `dialer_next_open_day()` (the claim's own test, sql/0010);
+`dialer_closed_day()` and `dialer_next_open_day()` (the claim's own test, sql/0012);
 only the *next* opening is computed here, for the message. Reasons that need more
 data (a per-campaign rate cap) extend `DialingSnapshot` and `idle_reason` here, in
 this one place.

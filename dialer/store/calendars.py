@@ -2,7 +2,7 @@
 calendars campaigns name into `holiday_dates` (housekeeping, one instance at a time),
 and the operator's `blackout_dates`.
 
-Whether a day is closed is decided in SQL, by `dialer_closed_day()` (sql/0010), which
+Whether a day is closed is decided in SQL, by `dialer_closed_day()` (sql/0012), which
 the dial gate and the scheduler's pre-check reach through `dialer_may_call()` and the
 claim through `dialer_closed_dates()`; nothing here decides it.
 """

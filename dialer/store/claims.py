@@ -67,7 +67,7 @@ class ClaimStore(StoreBase):
                           AND c.last_error IS NULL
                           AND (c.schedule_start IS NULL OR c.schedule_start <= $2)
                           AND (c.schedule_end IS NULL OR $2 <= c.schedule_end))
-              -- dialer_may_call's two terms (sql/0010), the closed dates taken once
+              -- dialer_may_call's two terms (sql/0012), the closed dates taken once
               -- (an uncorrelated subquery: one evaluation per statement, not per row).
               AND dialer_in_calling_hours($2, coalesce(ct.resolved_timezone, $3), $4, $5, $6)
               AND timezone(coalesce(ct.resolved_timezone, $3), timezone('UTC', $2))::date
@@ -200,7 +200,7 @@ class ClaimStore(StoreBase):
     async def any_zone_open(self, campaign: Campaign, zones: Sequence[str]) -> bool:
         """Whether it is inside the campaign's calling hours and days, on a date that
         is no holiday or blackout day, now in any of these zones: by
-        `dialer_may_call`, whose terms the claim spells out (sql/0010)."""
+        `dialer_may_call`, whose terms the claim spells out (sql/0012)."""
         if not zones:
             return False
         return bool(
@@ -217,8 +217,9 @@ class ClaimStore(StoreBase):
         )
 
     # Due calls of these campaigns (at most $3, it is a gauge), split by whether the
-    # contact is inside the campaign's calling hours and days now ($4: the zone of last
-    # resort). Counted per (campaign, zone): the hours function runs once per zone.
+    # contact may be called now: inside the campaign's calling hours and days, on a local
+    # date that is no holiday or blackout day ($4: the zone of last resort). Counted per
+    # (campaign, zone): the test runs once per zone.
     _DUE_COUNTS: Final = """
         WITH due AS (
             SELECT k.campaign_id, k.contact_id FROM calls k
@@ -229,8 +230,8 @@ class ClaimStore(StoreBase):
             FROM due JOIN contacts ct ON ct.id = due.contact_id JOIN campaigns c ON c.id = due.campaign_id
             GROUP BY 1, 2
         ), judged AS (
-            SELECT z.n, dialer_in_calling_hours($2, z.zone, c.calling_hours_start, c.calling_hours_end,
-                                                c.calling_days) AS open
+            SELECT z.n, dialer_may_call($2, z.zone, c.calling_hours_start, c.calling_hours_end,
+                                        c.calling_days, c.id, c.holiday_calendar) AS open
             FROM zones z JOIN campaigns c ON c.id = z.campaign_id
         )
         SELECT coalesce(sum(n) FILTER (WHERE open), 0) AS dialable,
@@ -241,7 +242,8 @@ class ClaimStore(StoreBase):
     @translate_errors
     async def due_counts(self, campaign_ids: Sequence[uuid.UUID], cap: int = 100_000) -> DueCounts:
         """Scheduled calls already due in these campaigns: how many could be dialed now
-        and how many wait for their contact's calling hours or days (capped: a gauge)."""
+        and how many wait for their contact's calling hours or days, a holiday or a
+        blackout day (capped: a gauge)."""
         row = await self.pool.fetchrow(
             self._DUE_COUNTS, list(campaign_ids), self.clock(), cap, self.default_timezone
         )

@@ -156,7 +156,7 @@ def _dialing(row: Mapping[str, Any], now: datetime, live_instances: int) -> Dial
 
 def _day_columns(now: str, default_zone: str) -> str:
     """closed_day and next_open_day of campaign `c` (SQL) in its zone's local date at
-    `now`, by the claim's own functions (sql/0010). Only for an active, valid campaign:
+    `now`, by the claim's own functions (sql/0012). Only for an active, valid campaign:
     no other status is explained by the day, and a calendar never loaded would make
     the search walk a year."""
     local = f"timezone(coalesce(c.timezone, {default_zone}), timezone('UTC', {now}))::date"

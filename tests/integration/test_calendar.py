@@ -19,6 +19,7 @@ from dialer.errors import TemplateError
 from dialer.service import Daemon
 from dialer.status import idle_reason
 from dialer.store.calendars import DAYS_AHEAD, DAYS_BEHIND
+from dialer.store.claims import DueCounts
 from dialer.store.console import ConsoleStore
 from dialer.store.lifecycle import LifecycleStore
 from tests.factories import FakeClock, add_contacts, madrid_number, make_campaign
@@ -379,3 +380,14 @@ async def test_the_claims_terms_agree_with_dialer_may_call(conn) -> None:
     )
     assert {r["gate"] for r in rows} == {True, False}
     assert [(r["t"], r["z"]) for r in rows if r["gate"] != r["claim"]] == []
+
+
+async def test_the_due_gauge_counts_calls_held_by_the_calendar_as_held(conn, store, clock) -> None:
+    """dialer_due_calls: on 8 December an ES campaign's due Madrid call is held, not
+    dialable (a backlog alert stays quiet on a holiday); on the 9th it is dialable."""
+    cid = await make_campaign(conn, status="active", holiday_calendar="ES", timezone="Europe/Madrid")
+    await add_contacts(conn, cid, [madrid_number(1)])
+    assert await store.housekeep()
+    assert await store.due_counts([cid]) == DueCounts(dialable=0, held=1)
+    clock.now = datetime(2026, 12, 9, 10, 0)
+    assert await store.due_counts([cid]) == DueCounts(dialable=1, held=0)
