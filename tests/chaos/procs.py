@@ -5,14 +5,12 @@ which also owns the carrier simulator so that it outlives every daemon."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import resource
 import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,8 +19,8 @@ from typing import Any
 import aiohttp
 import asyncpg
 
+from dialer import database
 from tests.harness import FROM_NUMBER, free_port
-from tests.integration.test_schema import assert_counters_true
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -158,48 +156,48 @@ def daemons(*procs: DaemonProcess) -> Iterator[None]:
             p.sigkill()
 
 
-async def assert_campaign_invariants(
-    conn: asyncpg.Connection, campaign_id: uuid.UUID, sim_calls: list[Any], max_retries: int
-) -> None:
-    """The invariants (docs/invariants.md) after a finished campaign: completed, every contact final, no
-    overlapping live calls per contact, ≤ max_retries + 1 dials per number at the
-    carrier, counters equal aggregates, and every carrier call is exactly one row."""
-    assert await conn.fetchval("SELECT status::text FROM campaigns WHERE id = $1", campaign_id) == "completed"
-    open_contacts = await conn.fetchval(
-        "SELECT count(*) FROM campaign_contacts WHERE campaign_id = $1 "
-        "AND call_status IN ('pending', 'scheduled', 'in_progress')",
+async def bulk_contacts(conn: asyncpg.Connection, campaign_id: object, n: int, offset: int = 0) -> None:
+    """Add n contacts (numbers +3491 followed by seven digits from `offset`) to the campaign in one statement."""
+    await conn.execute(
+        """
+        WITH c AS (
+            INSERT INTO contacts (phone_number, first_name)
+            SELECT '+3491' || lpad((g + $3)::text, 7, '0'), 'Contact ' || g FROM generate_series(0, $2 - 1) g
+            RETURNING id
+        )
+        INSERT INTO campaign_contacts (campaign_id, contact_id) SELECT $1, id FROM c
+        """,
         campaign_id,
+        n,
+        offset,
     )
-    assert open_contacts == 0
-    live = await conn.fetchval("SELECT count(*) FROM calls WHERE status IN ('scheduled', 'pending', 'in_progress')")
-    assert live == 0
-    per_number: dict[str, int] = {}
-    for call in sim_calls:
-        per_number[call.to] = per_number.get(call.to, 0) + 1
-    assert max(per_number.values(), default=0) <= max_retries + 1, max(per_number.values())
-    rows = await conn.fetch("SELECT call_sid FROM calls WHERE call_sid IS NOT NULL")
-    ours = sorted(r["call_sid"] for r in rows)
-    theirs = sorted(c.sid for c in sim_calls)
-    missing = set(theirs) - set(ours)
-    assert not missing, f"{len(missing)} carrier calls have no row: {sorted(missing)[:5]}"
-    assert ours == theirs
-    rows = await conn.fetch(
-        "SELECT contact_id, dialed_at, ended_at FROM calls WHERE dialed_at IS NOT NULL "
-        "ORDER BY contact_id, dialed_at"
-    )
-    previous: dict[uuid.UUID, Any] = {}
-    for r in rows:
-        assert r["ended_at"] is not None
-        if r["contact_id"] in previous:
-            assert r["dialed_at"] >= previous[r["contact_id"]], "two live calls overlapped for one contact"
-        previous[r["contact_id"]] = r["ended_at"]
-    by_number: dict[str, list[Any]] = {}
-    for call in sim_calls:
-        by_number.setdefault(call.to, []).append(call)
-    for number, calls in by_number.items():
-        calls.sort(key=lambda c: c.created_at)
-        for before, after in itertools.pairwise(calls):
-            assert before.end_time is not None and before.end_time <= after.created_wall, (
-                f"{number}: the carrier saw two overlapping calls"
-            )
-    await assert_counters_true(conn)
+
+
+async def connect_retrying(url: str, within: float = 30.0) -> asyncpg.Connection:
+    """A connection, retried while the server restarts (up to `within` seconds)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return await database.connect(url)
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+async def wait_completed(url: str, campaign_id: object, within: float) -> None:
+    """Poll (through restarts of the server) until the campaign is completed."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            conn = await connect_retrying(url)
+            try:
+                status = await conn.fetchval("SELECT status::text FROM campaigns WHERE id = $1", campaign_id)
+            finally:
+                await conn.close()
+            if status == "completed":
+                return
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            pass
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"campaign not completed within {within}s")

@@ -10,64 +10,20 @@ import random
 import time
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from dialer import database
 from dialer.carrier.simulator import RunningSimulator
-from tests.chaos.procs import DaemonProcess, assert_campaign_invariants, daemons
+from tests.chaos.procs import DaemonProcess, bulk_contacts, connect_retrying, daemons, wait_completed
 from tests.conftest import PgServer
 from tests.factories import add_contacts, madrid_number, make_campaign
+from tests.invariants import assert_campaign_invariants, assert_dialed_once_each
 
 pytestmark = pytest.mark.slow
 
 # 1,000 keeps CI inside its budget; DIALER_CHAOS_CONTACTS=2000 runs the issue's full size.
 CONTACTS = int(os.environ.get("DIALER_CHAOS_CONTACTS", "1000"))
 MAX_RETRIES = 2
-
-
-async def _bulk_contacts(conn: asyncpg.Connection, campaign_id: object, n: int, offset: int = 0) -> None:
-    await conn.execute(
-        """
-        WITH c AS (
-            INSERT INTO contacts (phone_number, first_name)
-            SELECT '+3491' || lpad((g + $3)::text, 7, '0'), 'Contact ' || g FROM generate_series(0, $2 - 1) g
-            RETURNING id
-        )
-        INSERT INTO campaign_contacts (campaign_id, contact_id) SELECT $1, id FROM c
-        """,
-        campaign_id,
-        n,
-        offset,
-    )
-
-
-async def _connect_retrying(url: str, within: float = 30.0) -> asyncpg.Connection:
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            return await database.connect(url)
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.2)
-
-
-async def _wait_completed(url: str, campaign_id: object, within: float) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            conn = await _connect_retrying(url)
-            try:
-                status = await conn.fetchval("SELECT status::text FROM campaigns WHERE id = $1", campaign_id)
-            finally:
-                await conn.close()
-            if status == "completed":
-                return
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            pass
-        await asyncio.sleep(0.25)
-    raise AssertionError(f"campaign not completed within {within}s")
 
 
 async def test_sigkill_three_times_and_postgres_restart_lose_nothing(
@@ -85,7 +41,7 @@ async def test_sigkill_three_times_and_postgres_restart_lose_nothing(
     conn = await database.connect(db_url)
     try:
         cid = await make_campaign(conn, status="draft", max_retries=MAX_RETRIES, retry_delay_minutes=0)
-        await _bulk_contacts(conn, cid, CONTACTS)
+        await bulk_contacts(conn, cid, CONTACTS)
         # A few contacts that always fail, so retries run through the crashes too.
         for i in range(0, CONTACTS, 10):
             sim.script(madrid_number(i), ["busy"])
@@ -115,7 +71,7 @@ async def test_sigkill_three_times_and_postgres_restart_lose_nothing(
         t0 = time.monotonic()
         await asyncio.to_thread(pg_server.embedded.restart)
         print(f"\npostgres restarted at {len(sim.calls)} calls in {time.monotonic() - t0:.2f}s")
-        await _wait_completed(db_url, cid, 120)
+        await wait_completed(db_url, cid, 120)
         elapsed = time.monotonic() - started
         daemon.stop()
     dropped = sum(1 for c in sim.calls for cb in c.callbacks if cb.dropped)
@@ -125,7 +81,7 @@ async def test_sigkill_three_times_and_postgres_restart_lose_nothing(
         f"SIGKILL at {kills} calls; restarts ready in {[round(t, 2) for t in restart_ready]}s; "
         f"callbacks dropped {dropped}, undeliverable (daemon down/503) {failed}"
     )
-    conn = await _connect_retrying(db_url)
+    conn = await connect_retrying(db_url)
     try:
         await assert_campaign_invariants(conn, cid, sim.calls, MAX_RETRIES)
         final = await conn.fetchval(
@@ -170,10 +126,10 @@ async def test_sigkill_between_carrier_accept_and_sid_store_does_not_redial(
         finally:
             await conn.close()
         await daemon.start()
-        await _wait_completed(db_url, cid, 60)
+        await wait_completed(db_url, cid, 60)
         daemon.stop()
     for number in numbers:
-        assert sim.dials_to(number) == 1, number
+        assert_dialed_once_each(sim, [number])
     conn = await database.connect(db_url)
     try:
         rows = await conn.fetch(

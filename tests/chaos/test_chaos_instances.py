@@ -10,9 +10,9 @@ import pytest
 
 from dialer import database
 from dialer.carrier.simulator import RunningSimulator
-from tests.chaos.procs import DaemonProcess, assert_campaign_invariants, daemons
-from tests.chaos.test_chaos_crash import _bulk_contacts, _wait_completed
+from tests.chaos.procs import DaemonProcess, bulk_contacts, daemons, wait_completed
 from tests.factories import make_campaign
+from tests.invariants import assert_campaign_invariants
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +30,7 @@ async def test_two_processes_share_one_campaign_and_survive_each_other(
     conn = await database.connect(db_url)
     try:
         cid = await make_campaign(conn, status="draft", max_retries=1, retry_delay_minutes=0)
-        await _bulk_contacts(conn, cid, CONTACTS)
+        await bulk_contacts(conn, cid, CONTACTS)
     finally:
         await conn.close()
     a = DaemonProcess(db_url, chaos_sim.url, log_dir, calls_per_second=60, max_concurrent_calls=30)
@@ -49,7 +49,7 @@ async def test_two_processes_share_one_campaign_and_survive_each_other(
             orphaned = await conn.fetchval("SELECT count(*) FROM calls WHERE status IN ('pending', 'in_progress')")
         finally:
             await conn.close()
-        await _wait_completed(db_url, cid, 90)
+        await wait_completed(db_url, cid, 90)
         a.stop()
     conn = await database.connect(db_url)
     try:

@@ -15,10 +15,10 @@ import pytest
 
 from dialer import database
 from dialer.carrier.simulator import RunningSimulator
-from tests.chaos.procs import DaemonProcess, assert_campaign_invariants, daemons
+from tests.chaos.procs import DaemonProcess, bulk_contacts, daemons, wait_completed
 from tests.chaos.proxy import TcpProxy
-from tests.chaos.test_chaos_crash import _bulk_contacts, _wait_completed
 from tests.factories import make_campaign
+from tests.invariants import assert_campaign_invariants
 
 pytestmark = pytest.mark.slow
 
@@ -65,7 +65,7 @@ async def test_listen_blackhole_cut_and_terminate_are_survived(
     conn = await database.connect(db_url)
     try:
         cid = await make_campaign(conn, status="draft", max_retries=1, retry_delay_minutes=0)
-        await _bulk_contacts(conn, cid, CONTACTS)
+        await bulk_contacts(conn, cid, CONTACTS)
         await conn.execute("UPDATE campaigns SET status = 'active' WHERE id = $1", cid)
     finally:
         await conn.close()
@@ -108,7 +108,7 @@ async def test_listen_blackhole_cut_and_terminate_are_survived(
                 await _until(http, daemon, True, 10)
                 numbers["terminate_ready_s"] = time.monotonic() - killed_at
 
-            await _wait_completed(db_url, cid, 90)
+            await wait_completed(db_url, cid, 90)
             daemon.stop()
     finally:
         await proxy.stop()

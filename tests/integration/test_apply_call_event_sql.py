@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 
 from tests.factories import add_contacts, madrid_number, make_campaign
+from tests.invariants import assert_counters_true
 
 NOW = datetime(2026, 11, 25, 12, 0)
 DIALED = NOW - timedelta(seconds=20)
@@ -112,22 +113,6 @@ async def _disposition(conn: asyncpg.Connection, s: Seeded) -> tuple[str, int]:
     return row["call_status"], row["call_count"]
 
 
-async def _counters_match(conn: asyncpg.Connection, campaign_id: uuid.UUID) -> bool:
-    return bool(
-        await conn.fetchval(
-            """
-            SELECT c.total_calls = count(k.id)
-               AND c.pending_calls = count(k.id) FILTER (WHERE k.status IN ('scheduled', 'pending', 'in_progress'))
-               AND c.successful_calls = count(k.id) FILTER (WHERE k.status = 'completed')
-               AND c.failed_calls = count(k.id) FILTER (WHERE k.status = 'failed')
-            FROM campaigns c LEFT JOIN calls k ON k.campaign_id = c.id
-            WHERE c.id = $1 GROUP BY c.id
-            """,
-            campaign_id,
-        )
-    )
-
-
 async def test_unknown_call(conn: asyncpg.Connection) -> None:
     """Neither the id nor the sid names a call: unknown, nothing written."""
     await _seed(conn)
@@ -187,7 +172,7 @@ async def test_pending_call_is_adopted_once(conn: asyncpg.Connection) -> None:
     await _apply(conn, s.call_id, "CA7", "in-progress", timestamp=NOW)  # started_at stays
     assert (await _call(conn, s.call_id))["started_at"] == answered
     assert await _disposition(conn, s) == ("in_progress", 1)
-    assert await _counters_match(conn, s.campaign_id)
+    await assert_counters_true(conn, s.campaign_id)
 
 
 async def test_pending_call_adopted_by_its_final_event(conn: asyncpg.Connection) -> None:
@@ -198,7 +183,7 @@ async def test_pending_call_adopted_by_its_final_event(conn: asyncpg.Connection)
     assert (call["st"], call["call_sid"], call["duration"]) == ("completed", "CA8", 9)
     assert call["started_at"] == NOW - timedelta(seconds=9)  # derived from the duration
     assert await _disposition(conn, s) == ("completed", 1)
-    assert await _counters_match(conn, s.campaign_id)
+    await assert_counters_true(conn, s.campaign_id)
 
 
 async def test_completed_keeps_start_time_and_error_fields(conn: asyncpg.Connection) -> None:
@@ -235,7 +220,7 @@ async def test_machine_answers(conn: asyncpg.Connection) -> None:
     call = await _call(conn, bad.call_id)
     assert (call["st"], call["outcome"]) == ("failed", "machine")
     assert await _disposition(conn, bad) == ("scheduled", 1)
-    assert await _counters_match(conn, bad.campaign_id)
+    await assert_counters_true(conn, bad.campaign_id)
 
 
 async def test_failure_with_retries_left_schedules_the_next_attempt(conn: asyncpg.Connection) -> None:
@@ -254,7 +239,7 @@ async def test_failure_with_retries_left_schedules_the_next_attempt(conn: asyncp
         )
         assert tuple(retry) == ("scheduled", 1, ended + timedelta(minutes=10))
         assert await _disposition(conn, s) == ("scheduled", 1)
-        assert await _counters_match(conn, s.campaign_id)
+        await assert_counters_true(conn, s.campaign_id)
 
 
 async def test_failure_when_the_campaign_is_over_cancels_the_contact(conn: asyncpg.Connection) -> None:
@@ -276,7 +261,7 @@ async def test_failure_without_retries_left_is_final(conn: asyncpg.Connection) -
     await _apply(conn, s.call_id, "CA1", "no-answer", end_time=NOW)
     assert await _disposition(conn, s) == ("failed", 1)
     assert await conn.fetchval("SELECT count(*) FROM calls") == 1
-    assert await _counters_match(conn, s.campaign_id)
+    await assert_counters_true(conn, s.campaign_id)
 
 
 async def test_permanent_error_makes_the_number_invalid(conn: asyncpg.Connection) -> None:
@@ -328,7 +313,7 @@ async def test_requeue_backs_off_doubling_up_to_ten_minutes(conn: asyncpg.Connec
         assert call["scheduled_at"] == NOW + timedelta(seconds=delay)
         assert call["error_message"] == "429"
     assert await _disposition(conn, s) == ("in_progress", 0)
-    assert await _counters_match(conn, s.campaign_id)
+    await assert_counters_true(conn, s.campaign_id)
 
 
 async def test_refused_dial_is_one_attempt_ended_by_the_rules(conn: asyncpg.Connection) -> None:
@@ -356,7 +341,7 @@ async def test_refused_dial_is_one_attempt_ended_by_the_rules(conn: asyncpg.Conn
     assert await _dial_failed(conn, last.call_id, "fail_retryable", code=21210) == "failed"
     assert await _disposition(conn, last) == ("failed", 1)
     for s in (bad, retried, last):
-        assert await _counters_match(conn, s.campaign_id)
+        await assert_counters_true(conn, s.campaign_id)
 
 
 async def test_dial_failed_leaves_a_call_that_is_no_longer_pending(conn: asyncpg.Connection) -> None:

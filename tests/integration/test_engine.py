@@ -17,7 +17,12 @@ from dialer.carrier.simulator import (
 from tests.conftest import StartDaemon
 from tests.factories import add_contacts, madrid_number, make_campaign
 from tests.harness import wait_for
-from tests.integration.test_schema import assert_counters_true
+from tests.invariants import (
+    assert_attempts_match_carrier,
+    assert_counters_true,
+    assert_dialed_once_each,
+    assert_no_overlapping_live_calls,
+)
 
 
 async def campaign_status(conn: asyncpg.Connection, cid: uuid.UUID) -> str:
@@ -31,28 +36,6 @@ async def dispositions(conn: asyncpg.Connection, cid: uuid.UUID) -> dict[str, st
         cid,
     )
     return {r["phone_number"]: r["call_status"] for r in rows}
-
-
-async def assert_attempts_match_carrier(conn: asyncpg.Connection, sim: RunningSimulator) -> None:
-    """Every call the carrier placed is exactly one calls row (by call_sid), and no
-    calls row claims a sid the carrier never issued."""
-    rows = await conn.fetch("SELECT call_sid FROM calls WHERE call_sid IS NOT NULL")
-    ours = [r["call_sid"] for r in rows]
-    theirs = [c.sid for c in sim.simulator.calls]
-    assert sorted(ours) == sorted(theirs)
-
-
-async def assert_no_overlapping_live_calls(conn: asyncpg.Connection) -> None:
-    """Invariant 1: a contact's attempts never overlap in time."""
-    rows = await conn.fetch(
-        "SELECT contact_id, dialed_at, ended_at FROM calls WHERE dialed_at IS NOT NULL ORDER BY contact_id, dialed_at"
-    )
-    previous: dict[uuid.UUID, datetime] = {}
-    for r in rows:
-        assert r["ended_at"] is not None, "a finished campaign has no open attempt"
-        if r["contact_id"] in previous:
-            assert r["dialed_at"] >= previous[r["contact_id"]]
-        previous[r["contact_id"]] = r["ended_at"]
 
 
 async def test_scripted_500_contact_campaign_completes(
@@ -101,7 +84,7 @@ async def test_scripted_500_contact_campaign_completes(
     assert len(retries) == 100 + 200
     assert all(r["scheduled_at"] >= r["ended_at"] and r["dialed_at"] >= r["scheduled_at"] for r in retries)
     await assert_counters_true(conn)
-    await assert_attempts_match_carrier(conn, sim)
+    await assert_attempts_match_carrier(conn, sim.simulator.calls)
     await assert_no_overlapping_live_calls(conn)
 
 
@@ -150,7 +133,7 @@ async def test_pause_stops_dials_and_resume_finishes(
         return await campaign_status(conn, cid) == "completed"
 
     await wait_for(done, 60, "the resumed campaign to complete")
-    assert all(sim.simulator.dials_to(n) == 1 for n in numbers)
+    assert_dialed_once_each(sim.simulator, numbers)
     await assert_counters_true(conn)
 
 
@@ -290,7 +273,7 @@ async def test_contacts_added_to_an_active_campaign_are_picked_up(
     await wait_for(done, 30, "the campaign to complete")
     final = await dispositions(conn, cid)
     assert {n: final[n] for n in first + later} == dict.fromkeys(first + later, "completed")
-    assert all(sim.simulator.dials_to(n) == 1 for n in first + later)
+    assert_dialed_once_each(sim.simulator, first + later)
 
 
 async def test_scheduler_skips_the_claim_while_no_zone_is_in_hours(

@@ -12,7 +12,7 @@ from dialer.carrier.simulator import RunningSimulator
 from dialer.service import Daemon
 from tests.factories import add_contacts, madrid_number, make_campaign
 from tests.harness import daemon_settings, wait_for
-from tests.integration.test_schema import assert_counters_true
+from tests.invariants import assert_counters_true
 
 
 def _callbacks_applied(daemon: Daemon) -> float:

@@ -9,6 +9,8 @@ import random
 import asyncpg
 import pytest
 
+from tests.invariants import assert_counters_true
+
 # Every column of the original model with the PostgreSQL type its original type becomes.
 MODEL_COLUMNS: dict[str, dict[str, str]] = {
     "campaigns": {
@@ -310,28 +312,6 @@ async def test_one_open_attempt_and_one_live_call_per_contact(conn: asyncpg.Conn
     )
     with pytest.raises(asyncpg.UniqueViolationError, match="calls_one_live_call_idx"):
         await conn.execute("UPDATE calls SET status = 'pending' WHERE campaign_id = $1", c1)
-
-
-COUNTERS = """
-SELECT c.total_calls, c.pending_calls, c.successful_calls, c.failed_calls,
-       (SELECT count(*) FROM calls k WHERE k.campaign_id = c.id) AS a_total,
-       (SELECT count(*) FROM calls k WHERE k.campaign_id = c.id
-            AND k.status IN ('scheduled', 'pending', 'in_progress')) AS a_pending,
-       (SELECT count(*) FROM calls k WHERE k.campaign_id = c.id AND k.status = 'completed') AS a_ok,
-       (SELECT count(*) FROM calls k WHERE k.campaign_id = c.id AND k.status = 'failed') AS a_failed
-FROM campaigns c
-"""
-
-
-async def assert_counters_true(conn: asyncpg.Connection) -> None:
-    """Every campaign's counters equal the aggregates of its calls."""
-    for r in await conn.fetch(COUNTERS):
-        assert (r["total_calls"], r["pending_calls"], r["successful_calls"], r["failed_calls"]) == (
-            r["a_total"],
-            r["a_pending"],
-            r["a_ok"],
-            r["a_failed"],
-        )
 
 
 async def test_counters_equal_aggregates_under_concurrent_writers(
