@@ -14,7 +14,7 @@ from aiohttp import web
 
 from dialer.http_limits import SERVER_HEADER, HttpGuard, HttpLimits, connection_cap, fd_limit, fd_reserve
 from dialer.webhooks import bound_port
-from tests.integration.test_webhooks import MakeServer, make_server, status_form  # noqa: F401
+from tests.webhook_harness import MakeServer, make_server, status_form  # noqa: F401 - fixture requested by name
 
 Serve = Callable[..., Awaitable[tuple[HttpGuard, int]]]
 

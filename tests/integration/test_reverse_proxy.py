@@ -25,14 +25,8 @@ from twilio.request_validator import RequestValidator
 
 from dialer.store.lifecycle import LifecycleStore
 from tests.harness import free_port
-from tests.integration.test_webhooks import (  # noqa: F401 - fixtures are requested by name
-    SID,
-    TOKEN,
-    MakeServer,
-    insert_live_call,
-    make_server,
-    status_form,
-)
+from tests.integration.webhook_helpers import SID, insert_live_call
+from tests.webhook_harness import TOKEN, MakeServer, make_server, status_form  # noqa: F401 - fixture requested by name
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "systemd" / "nginx-dialer.conf"

@@ -17,16 +17,13 @@ from dialer.carrier.simulator import RunningSimulator
 from dialer.service import Daemon
 from tests.factories import add_contacts, madrid_number, make_campaign
 from tests.harness import daemon_settings, free_port, wait_for
-from tests.integration.test_webhooks import (  # noqa: F401 - fixtures are requested by name
-    SID,
+from tests.integration.webhook_helpers import SID, insert_live_call, real_server, snapshot  # noqa: F401
+from tests.webhook_harness import (  # noqa: F401 - fixtures are requested by name
     TOKEN,
     MakeServer,
     Server,
-    insert_live_call,
     log_lines,
     make_server,
-    real_server,
-    snapshot,
     status_form,
 )
 
