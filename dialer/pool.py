@@ -9,19 +9,19 @@ import contextlib
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Any, ParamSpec, TypeVar
+from datetime import datetime, timedelta
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 import structlog
 
 from dialer.carrier import FINAL_TWILIO_STATUSES, Carrier, DialRequest
 from dialer.errors import CarrierError, CarrierErrorKind, DatabaseUnavailable
 from dialer.metrics import Metrics
-from dialer.models import CallEvent, CallStatus, ClaimedCall, DialIntent
+from dialer.models import ApplyResult, CallEvent, CallStatus, ClaimedCall, DialIntent
 from dialer.pacing import TokenBucket
-from dialer.store.lifecycle import LifecycleStore, LiveCall
+from dialer.store.live import LiveCall
 
 log = structlog.get_logger(__name__)
 
@@ -43,6 +43,66 @@ T = TypeVar("T")
 
 # Builds the request for a claimed call (TwiML rendering, callback URLs).
 RequestBuilder = Callable[[ClaimedCall], DialRequest]
+
+
+class PoolStore(Protocol):
+    """What the call pool needs from the database (`dialer.store.lifecycle.LifecycleStore`).
+
+    Every coroutine is one short transaction behind the error boundary: a lost
+    database raises `DatabaseUnavailable`, which the pool retries or treats as a
+    closed gate. How an attempt ends is decided in SQL (sql/0009_attempt_end.sql),
+    never here."""
+
+    @property
+    def clock(self) -> Callable[[], datetime]:
+        """The store's clock (naive UTC)."""
+        ...
+
+    async def begin_dial(self, call_id: uuid.UUID) -> bool:
+        """The dial gate: True (and dialed_at set) when the request may leave now."""
+        ...
+
+    async def release_claim(self, call_id: uuid.UUID) -> None:
+        """Hand a claimed call that was never dialed back to the schedule."""
+        ...
+
+    async def dial_accepted(self, call_id: uuid.UUID, call_sid: str) -> bool:
+        """The carrier accepted the request: store its sid (adopt the call)."""
+        ...
+
+    async def dial_failed(
+        self,
+        call_id: uuid.UUID,
+        intent: DialIntent,
+        *,
+        code: int | None = None,
+        status: int | None = None,
+        message: str = "",
+    ) -> CallStatus:
+        """The request failed; `intent` says what that means. Returns the new status."""
+        ...
+
+    async def adopted_sids(self, sids: Sequence[str]) -> set[str]:
+        """Which of these carrier sids a call already holds."""
+        ...
+
+    async def apply_call_event(self, call_id: uuid.UUID | None, event: CallEvent) -> ApplyResult:
+        """Apply one carrier status event to its call."""
+        ...
+
+    async def call_statuses(self, call_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, CallStatus]:
+        """The current status of each call."""
+        ...
+
+    async def call_endings(
+        self, call_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, tuple[CallStatus, str | None]]:
+        """The status and outcome of each call."""
+        ...
+
+    async def live_call(self, call_id: uuid.UUID) -> LiveCall | None:
+        """The call as a live call to follow, or None when it is not live."""
+        ...
 
 
 @dataclass
@@ -67,7 +127,7 @@ class CallPool:
     def __init__(
         self,
         *,
-        store: LifecycleStore,
+        store: PoolStore,
         carrier: Carrier,
         bucket: TokenBucket,
         metrics: Metrics,

@@ -10,18 +10,19 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 import structlog
 
 from dialer.errors import DatabaseUnavailable
 from dialer.metrics import Metrics
-from dialer.models import CallStatus, Campaign
+from dialer.models import CallStatus, Campaign, ClaimedCall
 from dialer.pacing import TokenBucket
 from dialer.pool import CallPool
-from dialer.store.lifecycle import LifecycleStore
+from dialer.store.live import LiveCall
 
 log = structlog.get_logger(__name__)
 
@@ -39,6 +40,64 @@ ZONES_TTL = 60.0
 # wake lets one claim serve the slots freed meanwhile; a NOTIFY never waits.
 COALESCE_SECONDS = 0.01
 COALESCE_SHARE = 10  # coalesce while fewer than 1/COALESCE_SHARE of the pool's slots are free
+
+
+class SchedulerStore(Protocol):
+    """What the scheduler needs from the database (`dialer.store.lifecycle.LifecycleStore`).
+
+    Every coroutine is one short transaction behind the error boundary (a lost
+    database raises `DatabaseUnavailable`, and the pass is retried next tick). The
+    claim re-checks the campaign, calling hours and the contacts in SQL, so what the
+    scheduler caches can only cost an empty claim, never a wrong dial."""
+
+    @property
+    def clock(self) -> Callable[[], datetime]:
+        """The store's clock (naive UTC)."""
+        ...
+
+    async def heartbeat(self) -> None:
+        """Mark this instance alive."""
+        ...
+
+    async def adopt_orphans(self, instance_timeout_seconds: float) -> list[LiveCall]:
+        """Take over the live calls of instances silent for longer than the timeout."""
+        ...
+
+    async def my_live_calls(self) -> list[LiveCall]:
+        """The live calls the database says this instance holds."""
+        ...
+
+    async def release_claim(self, call_id: uuid.UUID) -> None:
+        """Hand a claimed call that was never dialed back to the schedule."""
+        ...
+
+    async def housekeep(self) -> bool:
+        """Activation, expiry, cancellation and completion of campaigns."""
+        ...
+
+    async def dialable_campaigns(self) -> list[Campaign]:
+        """The campaigns that may be dialed now."""
+        ...
+
+    async def claim(self, campaign: Campaign, limit: int) -> list[ClaimedCall]:
+        """Claim up to `limit` due calls of the campaign for this instance."""
+        ...
+
+    async def campaign_zones(self, campaign: Campaign) -> list[str]:
+        """The time zones of the campaign's open calls."""
+        ...
+
+    async def any_zone_open(self, campaign: Campaign, zones: Sequence[str]) -> bool:
+        """Whether any of these zones is inside the campaign's calling hours now."""
+        ...
+
+    async def due_count(self, campaign_ids: Sequence[uuid.UUID], cap: int = 100_000) -> int:
+        """How many calls of these campaigns are due (up to `cap`)."""
+        ...
+
+    async def next_due_at(self, campaign_ids: Sequence[uuid.UUID]) -> datetime | None:
+        """When the next scheduled call of these campaigns falls due."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -65,7 +124,7 @@ class Scheduler:
     def __init__(
         self,
         *,
-        store: LifecycleStore,
+        store: SchedulerStore,
         pool: CallPool,
         bucket: TokenBucket,
         metrics: Metrics,
