@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
+from pydantic import SecretStr
 
 from dialer import database
 from dialer.carrier.simulator import (
@@ -37,7 +38,17 @@ from dialer.carrier.simulator import (
     RunningSimulator,
     start_simulator,
 )
-from dialer.config import Settings, SimulatorSettings
+from dialer.config import (
+    CarrierSettings,
+    ConsoleSettings,
+    DatabaseSettings,
+    DialerSettings,
+    HttpSettings,
+    LoggingSettings,
+    Settings,
+    SimulatorSettings,
+    TwilioSettings,
+)
 from dialer.embedded import EmbeddedPostgres, _bin_dir
 from dialer.logs import configure_logging
 from dialer.migrate import migrate
@@ -131,14 +142,14 @@ def daemon_settings(db_url: str, simulator_url: str, **dialer: Any) -> Settings:
     }
     knobs.update(dialer)
     return Settings(
-        database={"url": db_url, "pool_min_size": 2, "pool_max_size": 10},
-        http={"port": port, "public_url": f"http://127.0.0.1:{port}"},
-        carrier={"kind": "simulator"},
-        twilio={"from_number": FROM_NUMBER, "api_base_url": simulator_url},
-        simulator={"min_latency_ms": 0, "max_latency_ms": 0, "seed": 7},
-        dialer=knobs,
-        console={"enabled": False},  # bench/console.py turns it on
-        logging={"level": "error"},
+        database=DatabaseSettings(url=SecretStr(db_url), pool_min_size=2, pool_max_size=10),
+        http=HttpSettings(port=port, public_url=f"http://127.0.0.1:{port}"),
+        carrier=CarrierSettings(kind="simulator"),
+        twilio=TwilioSettings(from_number=FROM_NUMBER, api_base_url=simulator_url),
+        simulator=SimulatorSettings(min_latency_ms=0, max_latency_ms=0, seed=7),
+        dialer=DialerSettings(**knobs),
+        console=ConsoleSettings(enabled=False),  # bench/console.py turns it on
+        logging=LoggingSettings(level="error"),
     )
 
 
@@ -337,13 +348,14 @@ def _simulator_main(out: Any, instant: bool, settings: dict[str, Any]) -> None:
     asyncio.run(serve())
 
 
-ALWAYS_ANSWERED = {"answered": 1, "busy": 0, "no_answer": 0, "failed": 0, "machine": 0}
+ALWAYS_ANSWERED: dict[str, float] = {"answered": 1, "busy": 0, "no_answer": 0, "failed": 0, "machine": 0}
 
 
 async def instant_simulator(seed: int) -> RunningSimulator:
     """An in-process simulator that answers every call at once, with no latency."""
+    settings = {"min_latency_ms": 0, "max_latency_ms": 0, "seed": seed, **ALWAYS_ANSWERED}
     return await start_simulator(
-        SimulatorSettings(min_latency_ms=0, max_latency_ms=0, seed=seed, **ALWAYS_ANSWERED),
+        SimulatorSettings.model_validate(settings),
         account_sid=SIMULATOR_ACCOUNT_SID,
         auth_token=SIMULATOR_AUTH_TOKEN,
         instant=True,

@@ -12,7 +12,19 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from dialer.config import Settings
+from pydantic import SecretStr
+
+from dialer.config import (
+    CarrierSettings,
+    ConsoleSettings,
+    DatabaseSettings,
+    DialerSettings,
+    HttpSettings,
+    LoggingSettings,
+    Settings,
+    SimulatorSettings,
+    TwilioSettings,
+)
 
 FROM_NUMBER = "+34910000000"
 
@@ -34,17 +46,16 @@ def daemon_settings(db_url: str, simulator_url: str | None = None, **dialer: Any
     knobs: dict[str, Any] = {"calls_per_second": 200.0, "bucket_size": 20, "tick_seconds": 0.2}
     knobs.update(dialer)
     return Settings(
-        database={"url": db_url, "pool_min_size": 1, "pool_max_size": 8, "keepalive_seconds": 1.0},
-        http={"port": port, "public_url": f"http://127.0.0.1:{port}"},
-        carrier={"kind": "simulator"},
-        twilio=twilio,
-        simulator={
-            "min_latency_ms": 0, "max_latency_ms": 5, "min_duration_seconds": 1, "max_duration_seconds": 3,
-            "time_scale": 0.01, "seed": 7,
-        },
-        dialer=knobs,
-        console={"enabled": False},  # tests that want the console turn it on (tests/console_helpers.py)
-        logging={"level": "warning"},
+        database=DatabaseSettings(url=SecretStr(db_url), pool_min_size=1, pool_max_size=8, keepalive_seconds=1.0),
+        http=HttpSettings(port=port, public_url=f"http://127.0.0.1:{port}"),
+        carrier=CarrierSettings(kind="simulator"),
+        twilio=TwilioSettings(**twilio),
+        simulator=SimulatorSettings(
+            min_latency_ms=0, max_latency_ms=5, min_duration_seconds=1, max_duration_seconds=3, time_scale=0.01, seed=7
+        ),
+        dialer=DialerSettings(**knobs),
+        console=ConsoleSettings(enabled=False),  # tests that want the console turn it on (tests/console_helpers.py)
+        logging=LoggingSettings(level="warning"),
     )
 
 

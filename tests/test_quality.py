@@ -21,7 +21,8 @@ def test_ruff_is_clean() -> None:
 
 
 def test_mypy_strict_is_clean() -> None:
-    """mypy --strict (configured in pyproject.toml) reports nothing on the package."""
+    """mypy --strict (configured in pyproject.toml) reports nothing on the package, the
+    tests and the benchmarks."""
     result = _run("mypy")
     assert result.returncode == 0, result.stdout + result.stderr
 

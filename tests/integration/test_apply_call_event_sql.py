@@ -237,6 +237,7 @@ async def test_failure_with_retries_left_schedules_the_next_attempt(conn: asyncp
             s.campaign_id,
             s.call_id,
         )
+        assert retry is not None
         assert tuple(retry) == ("scheduled", 1, ended + timedelta(minutes=10))
         assert await _disposition(conn, s) == ("scheduled", 1)
         await assert_counters_true(conn, s.campaign_id)
@@ -335,6 +336,7 @@ async def test_refused_dial_is_one_attempt_ended_by_the_rules(conn: asyncpg.Conn
         retried.campaign_id,
         retried.call_id,
     )
+    assert retry is not None
     assert tuple(retry) == (1, NOW + timedelta(minutes=10))
 
     last = await _seed(conn, name="last", status="pending", call_sid=None, max_retries=1, retry_count=1)

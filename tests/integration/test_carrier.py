@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pydantic import SecretStr
 from twilio.request_validator import RequestValidator
 
 from dialer.carrier import DialRequest
@@ -23,7 +24,7 @@ TO = "+34911234567"
 
 async def _carrier(base_url: str, *, token: str = TOKEN, request_timeout: float = 2.0) -> TwilioCarrier:
     settings = TwilioSettings(
-        account_sid=ACCOUNT, auth_token=token, api_base_url=base_url, request_timeout_seconds=request_timeout
+        account_sid=ACCOUNT, auth_token=SecretStr(token), api_base_url=base_url, request_timeout_seconds=request_timeout
     )
     return await TwilioCarrier.create(settings)
 

@@ -74,7 +74,7 @@ async def _finished_once_each(
     once; every carrier call is one row; counters equal the aggregates."""
 
     async def completed() -> bool:
-        return await conn.fetchval("SELECT status::text FROM campaigns WHERE id = $1", cid) == "completed"
+        return str(await conn.fetchval("SELECT status::text FROM campaigns WHERE id = $1", cid)) == "completed"
 
     await wait_for(completed, within, "the restarted daemon to complete the campaign")
     assert_dialed_once_each(sim.simulator, numbers)

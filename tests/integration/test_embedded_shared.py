@@ -108,7 +108,7 @@ async def test_a_cli_exiting_never_stops_the_server_under_the_daemon(sim: Runnin
                 await add_contacts(conn, cid, [madrid_number(1)])
 
                 async def completed() -> bool:
-                    return await conn.fetchval("SELECT status::text FROM campaigns WHERE id = $1", cid) == "completed"
+                    return str(await conn.fetchval("SELECT status::text FROM campaigns WHERE id = $1", cid)) == "completed"
 
                 await wait_for(completed, 30, "the daemon to run a campaign after the CLI exited")
             finally:

@@ -57,7 +57,7 @@ async def test_forged_call_and_campaign_notifications_change_nothing(
     await add_contacts(conn, cid, [number])
 
     async def live() -> bool:
-        return await conn.fetchval("SELECT count(*) FROM calls WHERE status = 'in_progress'") == 1
+        return int(await conn.fetchval("SELECT count(*) FROM calls WHERE status = 'in_progress'")) == 1
 
     await wait_for(live, 10, "the call to be in progress")
     call_id = await conn.fetchval("SELECT id FROM calls WHERE campaign_id = $1", cid)
@@ -72,7 +72,7 @@ async def test_forged_call_and_campaign_notifications_change_nothing(
     assert b"forged-outcome" not in daemon.metrics.render()
 
     async def completed() -> bool:
-        return await conn.fetchval("SELECT status::text FROM campaigns WHERE id = $1", cid) == "completed"
+        return str(await conn.fetchval("SELECT status::text FROM campaigns WHERE id = $1", cid)) == "completed"
 
     await wait_for(completed, 15, "the campaign to complete normally")
     assert await conn.fetchval("SELECT status::text FROM calls WHERE id = $1", call_id) == "completed"

@@ -60,7 +60,7 @@ async def run_to_the_end(conn: asyncpg.Connection, sim: RunningSimulator) -> Non
     await add_contacts(conn, cid, [number])
 
     async def completed() -> bool:
-        return await conn.fetchval("SELECT status::text FROM campaigns WHERE id = $1", cid) == "completed"
+        return str(await conn.fetchval("SELECT status::text FROM campaigns WHERE id = $1", cid)) == "completed"
 
     await wait_for(completed, 15, "the warm-up campaign to complete")
 

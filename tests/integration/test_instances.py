@@ -47,7 +47,7 @@ async def test_callback_on_one_instance_wakes_the_coroutine_on_another(
         started = time.monotonic()
 
         async def done() -> bool:
-            return await conn.fetchval("SELECT status::text FROM campaigns WHERE id = $1", cid) == "completed"
+            return str(await conn.fetchval("SELECT status::text FROM campaigns WHERE id = $1", cid)) == "completed"
 
         await wait_for(done, 30, "the campaign to complete")
         took = time.monotonic() - started

@@ -12,7 +12,7 @@ import pytest
 from dialer import database
 from dialer.config import DatabaseSettings
 from dialer.errors import DatabaseUnavailable, TemplateError
-from dialer.models import ApplyResult, CallEvent, DialIntent
+from dialer.models import ApplyResult, CallEvent, ClaimedCall, DialIntent
 from dialer.store.lifecycle import LifecycleStore
 from tests.factories import FakeClock, add_contacts, madrid_number, make_campaign
 
@@ -42,14 +42,14 @@ async def _activate(store: LifecycleStore) -> None:
     assert await store.housekeep()
 
 
-async def _claim_all(store: LifecycleStore, limit: int = 100) -> list:
-    out = []
+async def _claim_all(store: LifecycleStore, limit: int = 100) -> list[ClaimedCall]:
+    out: list[ClaimedCall] = []
     for campaign in await store.dialable_campaigns():
         out += await store.claim(campaign, limit)
     return out
 
 
-async def test_activation_creates_one_scheduled_call_per_valid_contact(conn, store) -> None:
+async def test_activation_creates_one_scheduled_call_per_valid_contact(conn: asyncpg.Connection, store: LifecycleStore) -> None:
     """Valid contacts get a scheduled call; a bad number becomes invalid_number."""
     cid = await make_campaign(conn, status="active")
     await add_contacts(conn, cid, [madrid_number(1), madrid_number(2), "+3412"])
@@ -61,7 +61,7 @@ async def test_activation_creates_one_scheduled_call_per_valid_contact(conn, sto
     assert await conn.fetchval("SELECT count(*) FROM calls") == 2
 
 
-async def test_invalid_campaign_records_last_error_and_is_not_dialed(conn, store) -> None:
+async def test_invalid_campaign_records_last_error_and_is_not_dialed(conn: asyncpg.Connection, store: LifecycleStore) -> None:
     """An unknown placeholder keeps the campaign from dialing, with a reason; fixing it clears it."""
     cid = await make_campaign(conn, status="active", script_template="Hi {{bogus}}")
     await add_contacts(conn, cid, [madrid_number(1)])
@@ -75,7 +75,7 @@ async def test_invalid_campaign_records_last_error_and_is_not_dialed(conn, store
     assert len(await _claim_all(store)) == 1
 
 
-async def test_claim_respects_calling_hours_in_the_contacts_zone(conn, store, clock) -> None:
+async def test_claim_respects_calling_hours_in_the_contacts_zone(conn: asyncpg.Connection, store: LifecycleStore, clock: FakeClock) -> None:
     """At 12:00 UTC, Madrid (13:00) is inside 09-21 but New York (07:00) is not."""
     cid = await make_campaign(
         conn, status="active", calling_hours_start=time(9), calling_hours_end=time(21)
@@ -89,7 +89,7 @@ async def test_claim_respects_calling_hours_in_the_contacts_zone(conn, store, cl
     assert [c.contact.phone_number for c in claimed] == ["+12125551234"]
 
 
-async def test_calling_days_and_midnight_window(conn, store, clock) -> None:
+async def test_calling_days_and_midnight_window(conn: asyncpg.Connection, store: LifecycleStore, clock: FakeClock) -> None:
     """A weekday-only campaign dials nothing on Saturday; a 22:00-02:00 window covers 01:00."""
     clock.now = datetime(2026, 11, 28, 12, 0)  # Saturday
     cid = await make_campaign(conn, status="active", calling_days=[1, 2, 3, 4, 5], timezone="UTC")
@@ -104,7 +104,7 @@ async def test_calling_days_and_midnight_window(conn, store, clock) -> None:
     assert len(await _claim_all(store)) == 1
 
 
-async def test_do_not_call_is_checked_at_claim(conn, store) -> None:
+async def test_do_not_call_is_checked_at_claim(conn: asyncpg.Connection, store: LifecycleStore) -> None:
     """A due call to a DNC number is cancelled and the contact becomes do_not_call."""
     cid = await make_campaign(conn, status="active")
     await add_contacts(conn, cid, [madrid_number(1), madrid_number(2)])
@@ -118,7 +118,7 @@ async def test_do_not_call_is_checked_at_claim(conn, store) -> None:
     assert {r["phone_number"]: r["call_status"] for r in statuses}[madrid_number(2)] == "do_not_call"
 
 
-async def test_dial_gate_refuses_after_pause(conn, store) -> None:
+async def test_dial_gate_refuses_after_pause(conn: asyncpg.Connection, store: LifecycleStore) -> None:
     """begin_dial fails once the campaign is paused; the claim goes back to scheduled."""
     cid = await make_campaign(conn, status="active")
     await add_contacts(conn, cid, [madrid_number(1)])
@@ -130,7 +130,7 @@ async def test_dial_gate_refuses_after_pause(conn, store) -> None:
     assert await conn.fetchval("SELECT status::text FROM calls WHERE id = $1", call.id) == "scheduled"
 
 
-async def test_full_lifecycle_with_retry_then_success(conn, store, clock) -> None:
+async def test_full_lifecycle_with_retry_then_success(conn: asyncpg.Connection, store: LifecycleStore, clock: FakeClock) -> None:
     """busy → retry row after retry_delay; answered → completed; counters and dispositions follow."""
     cid = await make_campaign(conn, status="active", max_retries=2, retry_delay_minutes=10)
     await add_contacts(conn, cid, [madrid_number(1)])
@@ -143,6 +143,7 @@ async def test_full_lifecycle_with_retry_then_success(conn, store, clock) -> Non
     assert await store.apply_call_event(call.id, event) == ApplyResult.APPLIED
     assert await store.apply_call_event(call.id, event) == ApplyResult.IGNORED
     retry = await conn.fetchrow("SELECT * FROM calls WHERE retry_count = 1")
+    assert retry is not None
     assert retry["status"] == "scheduled"
     assert retry["scheduled_at"] == ended + timedelta(minutes=10)
     assert await _claim_all(store) == []  # not due yet
@@ -154,14 +155,16 @@ async def test_full_lifecycle_with_retry_then_success(conn, store, clock) -> Non
     await store.apply_call_event(None, CallEvent(call_sid="CA2", status="completed", duration=42, timestamp=clock.now))
     assert await store.apply_call_event(None, CallEvent(call_sid="CA2", status="ringing")) == ApplyResult.IGNORED
     cc = await conn.fetchrow("SELECT * FROM campaign_contacts")
+    assert cc is not None
     assert (cc["call_status"], cc["call_count"]) == ("completed", 2)
     camp = await conn.fetchrow("SELECT * FROM campaigns")
+    assert camp is not None
     assert (camp["total_calls"], camp["pending_calls"], camp["successful_calls"], camp["failed_calls"]) == (2, 0, 1, 1)
     await _activate(store)
     assert await conn.fetchval("SELECT status::text FROM campaigns") == "completed"
 
 
-async def test_no_retries_left_makes_contact_failed(conn, store) -> None:
+async def test_no_retries_left_makes_contact_failed(conn: asyncpg.Connection, store: LifecycleStore) -> None:
     """With max_retries = 0 a no-answer is final: contact failed, no new row."""
     cid = await make_campaign(conn, status="active", max_retries=0)
     await add_contacts(conn, cid, [madrid_number(1)])
@@ -174,7 +177,7 @@ async def test_no_retries_left_makes_contact_failed(conn, store) -> None:
     assert await conn.fetchval("SELECT count(*) FROM calls") == 1
 
 
-async def test_dial_errors_transient_permanent_rejected(conn, store) -> None:
+async def test_dial_errors_transient_permanent_rejected(conn: asyncpg.Connection, store: LifecycleStore) -> None:
     """Transient: back to scheduled, no attempt; permanent: invalid_number at once; rejected: a failed attempt."""
     cid = await make_campaign(conn, status="active", max_retries=3)
     await add_contacts(conn, cid, [madrid_number(1), madrid_number(2), madrid_number(3)])
@@ -190,10 +193,11 @@ async def test_dial_errors_transient_permanent_rejected(conn, store) -> None:
     assert (rows[b.contact_id]["call_status"], rows[b.contact_id]["call_count"]) == ("invalid_number", 1)
     assert (rows[c.contact_id]["call_status"], rows[c.contact_id]["call_count"]) == ("scheduled", 1)
     first = await conn.fetchrow("SELECT status::text, carrier_attempts FROM calls WHERE id = $1", a.id)
+    assert first is not None
     assert tuple(first) == ("scheduled", 1)
 
 
-async def test_callback_before_create_response_adopts_the_call(conn, store) -> None:
+async def test_callback_before_create_response_adopts_the_call(conn: asyncpg.Connection, store: LifecycleStore) -> None:
     """A callback that names our call_id before the sid is stored adopts it; the attempt counts once."""
     cid = await make_campaign(conn, status="active")
     await add_contacts(conn, cid, [madrid_number(1)])
@@ -206,7 +210,7 @@ async def test_callback_before_create_response_adopts_the_call(conn, store) -> N
     assert await conn.fetchval("SELECT call_sid FROM calls") == "CA9"
 
 
-async def test_schedule_end_passing_completes_and_cancels_the_rest(conn, store, clock) -> None:
+async def test_schedule_end_passing_completes_and_cancels_the_rest(conn: asyncpg.Connection, store: LifecycleStore, clock: FakeClock) -> None:
     """A running campaign whose schedule_end passes is completed; unfinished contacts
     and their scheduled calls are cancelled, a live call finishes and is recorded."""
     cid = await make_campaign(
@@ -229,7 +233,7 @@ async def test_schedule_end_passing_completes_and_cancels_the_rest(conn, store, 
     assert await conn.fetchval("SELECT count(*) FROM calls WHERE status = 'scheduled'") == 0
 
 
-async def test_campaign_started_after_its_end_is_reported_not_emptied(conn, store) -> None:
+async def test_campaign_started_after_its_end_is_reported_not_emptied(conn: asyncpg.Connection, store: LifecycleStore) -> None:
     """schedule_end already past when started: last_error says so, nothing is dialed,
     and every contact stays pending for the operator to fix the date."""
     cid = await make_campaign(
@@ -238,6 +242,7 @@ async def test_campaign_started_after_its_end_is_reported_not_emptied(conn, stor
     await add_contacts(conn, cid, [madrid_number(1), madrid_number(2)])
     await _activate(store)
     campaign = await conn.fetchrow("SELECT status::text, last_error, total_calls FROM campaigns")
+    assert campaign is not None
     assert campaign["status"] == "active"
     assert "is in the past" in campaign["last_error"]
     assert campaign["total_calls"] == 0
@@ -248,7 +253,7 @@ async def test_campaign_started_after_its_end_is_reported_not_emptied(conn, stor
     assert len(await _claim_all(store)) == 2
 
 
-async def test_contact_reset_to_pending_gets_its_next_attempt_within_retries(conn, store, clock) -> None:
+async def test_contact_reset_to_pending_gets_its_next_attempt_within_retries(conn: asyncpg.Connection, store: LifecycleStore, clock: FakeClock) -> None:
     """An operator resetting a finished contact to pending: the next attempt number
     while retries remain; past max_retries it is failed, never dialed again."""
     cid = await make_campaign(conn, status="active", max_retries=1)
@@ -273,7 +278,7 @@ async def test_contact_reset_to_pending_gets_its_next_attempt_within_retries(con
     assert call.retry_count == 2
 
 
-async def test_open_zones_answer_matches_the_claim(conn, store, clock) -> None:
+async def test_open_zones_answer_matches_the_claim(conn: asyncpg.Connection, store: LifecycleStore, clock: FakeClock) -> None:
     """campaign_zones lists the zones of due work; any_zone_open is false exactly
     when the claim finds nothing in hours (Madrid 09-21 at 23:00 UTC, New York open)."""
     cid = await make_campaign(conn, status="active", calling_hours_start=time(9), calling_hours_end=time(21))

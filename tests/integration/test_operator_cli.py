@@ -59,7 +59,9 @@ async def _campaign(conn: asyncpg.Connection, status: str = "draft") -> uuid.UUI
 
 
 async def _row(conn: asyncpg.Connection, cid: uuid.UUID) -> dict[str, object]:
-    return dict(await conn.fetchrow("SELECT * FROM campaigns WHERE id = $1", cid))
+    row = await conn.fetchrow("SELECT * FROM campaigns WHERE id = $1", cid)
+    assert row is not None, f"no campaign {cid}"
+    return dict(row)
 
 
 # ---------------------------------------------------------------- contacts import
@@ -404,6 +406,7 @@ async def test_dnc_add_remove(cli: Cli, conn: asyncpg.Connection) -> None:
     )  # fmt: skip
     assert await cli("dnc", "add", "+34911234567") == (0, "already listed: +34911234567\n", "")
     row = await conn.fetchrow("SELECT phone_number, reason FROM do_not_call")
+    assert row is not None
     assert tuple(row) == ("+34911234567", "asked")
     assert await cli("dnc", "remove", "+34 911 234 567") == (0, "removed: +34911234567\n", "")
     assert await conn.fetchval("SELECT count(*) FROM do_not_call") == 0

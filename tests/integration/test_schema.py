@@ -217,16 +217,19 @@ async def test_operator_can_insert_naming_only_what_matters(conn: asyncpg.Connec
     """Defaults fill everything else: ids, statuses, counters, retries, timestamps."""
     campaign = await conn.fetchrow("INSERT INTO campaigns (name) VALUES ('c') RETURNING *")
     contact = await conn.fetchrow("INSERT INTO contacts (phone_number) VALUES ('+34911234567') RETURNING *")
+    assert campaign is not None and contact is not None
     link = await conn.fetchrow(
         "INSERT INTO campaign_contacts (campaign_id, contact_id) VALUES ($1, $2) RETURNING *",
         campaign["id"],
         contact["id"],
     )
+    assert link is not None
     call = await conn.fetchrow(
         "INSERT INTO calls (campaign_id, contact_id) VALUES ($1, $2) RETURNING *",
         campaign["id"],
         contact["id"],
     )
+    assert call is not None
     assert campaign["status"] == "draft"
     assert (campaign["max_retries"], campaign["retry_delay_minutes"]) == (2, 60)
     assert contact["custom_fields"] == {}
@@ -277,8 +280,10 @@ async def test_a_contact_is_in_a_campaign_once(conn: asyncpg.Connection) -> None
 async def test_updated_at_moves_on_update(conn: asyncpg.Connection) -> None:
     """The trigger keeps updated_at current on every table that has it."""
     campaign = await conn.fetchrow("INSERT INTO campaigns (name) VALUES ('c') RETURNING *")
+    assert campaign is not None
     await asyncio.sleep(0.01)
     after = await conn.fetchrow("UPDATE campaigns SET name = 'd' WHERE id = $1 RETURNING *", campaign["id"])
+    assert after is not None
     assert after["updated_at"] > campaign["updated_at"]
     assert after["created_at"] == campaign["created_at"]
 
@@ -361,6 +366,6 @@ async def test_counters_equal_aggregates_under_concurrent_writers(
         )
 
     await asyncio.gather(*(writer(i) for i in range(8)))
-    totals = await conn.fetchrow("SELECT sum(total_calls) AS t FROM campaigns")
-    assert totals["t"] > 300
+    totals = await conn.fetchval("SELECT sum(total_calls) FROM campaigns")
+    assert totals > 300
     await assert_counters_true(conn)

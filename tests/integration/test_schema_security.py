@@ -206,6 +206,7 @@ async def test_triggers_run_for_a_writer_without_execute(
             await conn.execute("UPDATE calls SET status = 'completed' WHERE id = $1", call)
         await conn.execute("UPDATE contacts SET phone_number = '+34910000002' WHERE id = $1", contact)
         counters = await conn.fetchrow("SELECT total_calls, failed_calls, pending_calls FROM campaigns WHERE id = $1", cid)
+        assert counters is not None
         assert dict(counters) == {"total_calls": 1, "failed_calls": 1, "pending_calls": 0}
         assert await conn.fetchval("SELECT checked_at IS NULL AND updated_at > created_at FROM contacts WHERE id = $1", contact)
         await conn.execute("RESET ROLE")

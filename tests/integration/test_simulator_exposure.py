@@ -19,7 +19,7 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
 from dialer.carrier.simulator import start_simulator
-from dialer.config import Settings
+from dialer.config import HttpSettings, Settings
 from dialer.demo import warn_if_exposed
 from dialer.logs import configure_logging
 from dialer.loopback import is_loopback_host, is_loopback_url
@@ -139,9 +139,10 @@ async def test_the_simulator_warns_when_listening_beyond_loopback() -> None:
 def test_the_demo_warns_when_its_daemon_listens_beyond_loopback() -> None:
     """`dialer demo` with http.host beyond loopback prints one warning line first."""
     for host, expected in (("127.0.0.1", False), ("::1", False), ("0.0.0.0", True), ("10.1.2.3", True)):
-        console = Console(file=io.StringIO(), width=200)
-        assert warn_if_exposed(Settings(http={"host": host}), console) is expected
-        printed = console.file.getvalue()  # type: ignore[attr-defined]
+        out = io.StringIO()
+        console = Console(file=out, width=200)
+        assert warn_if_exposed(Settings(http=HttpSettings(host=host)), console) is expected
+        printed = out.getvalue()
         assert ("warning" in printed) is expected
         if expected:
             assert host in printed
