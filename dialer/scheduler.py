@@ -22,6 +22,7 @@ from dialer.metrics import Metrics
 from dialer.models import CallStatus, Campaign, ClaimedCall
 from dialer.pacing import TokenBucket
 from dialer.pool import CallPool
+from dialer.store.claims import DueCounts
 from dialer.store.live import LiveCall
 
 log = structlog.get_logger(__name__)
@@ -91,8 +92,8 @@ class SchedulerStore(Protocol):
         """Whether any of these zones is inside the campaign's calling hours now."""
         ...
 
-    async def due_count(self, campaign_ids: Sequence[uuid.UUID], cap: int = 100_000) -> int:
-        """How many calls of these campaigns are due (up to `cap`)."""
+    async def due_counts(self, campaign_ids: Sequence[uuid.UUID], cap: int = 100_000) -> DueCounts:
+        """How many calls of these campaigns are due, dialable now or held (up to `cap`)."""
         ...
 
     async def next_due_at(self, campaign_ids: Sequence[uuid.UUID]) -> datetime | None:

@@ -28,6 +28,7 @@ from dialer.models import (
     Contact,
     DialIntent,
 )
+from dialer.store.claims import DueCounts
 from dialer.store.live import LiveCall
 
 NOW = datetime(2026, 11, 25, 12, 0)
@@ -164,9 +165,9 @@ class FakeStore:
         """Always open."""
         return True
 
-    async def due_count(self, campaign_ids: Sequence[uuid.UUID], cap: int = 100_000) -> int:
-        """Due calls of these campaigns."""
-        return min(cap, sum(len(self._due[i]) for i in campaign_ids))
+    async def due_counts(self, campaign_ids: Sequence[uuid.UUID], cap: int = 100_000) -> DueCounts:
+        """Due calls of these campaigns, all dialable (the fake has no calling hours)."""
+        return DueCounts(dialable=min(cap, sum(len(self._due[i]) for i in campaign_ids)), held=0)
 
     async def next_due_at(self, campaign_ids: Sequence[uuid.UUID]) -> datetime | None:
         """No retries scheduled for later."""

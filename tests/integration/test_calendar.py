@@ -63,7 +63,7 @@ async def _claimed_numbers(store: LifecycleStore) -> list[str]:
     return sorted(c.contact.phone_number for c in await _claim_all(store))
 
 
-async def test_spanish_holiday_holds_madrid_and_the_next_day_dials(conn, store, clock) -> None:
+async def test_spanish_holiday_holds_madrid_and_the_next_day_dials(conn: asyncpg.Connection, store: LifecycleStore, clock: FakeClock) -> None:
     """ES: nothing is claimed on 2026-12-08 (Inmaculada Concepción) at 11:00 in Madrid,
     while the same campaign without a calendar is; on 2026-12-09 it is claimed. The
     holiday is a row anyone can SELECT."""
@@ -80,7 +80,7 @@ async def test_spanish_holiday_holds_madrid_and_the_next_day_dials(conn, store, 
     assert await _claimed_numbers(store) == [madrid_number(1)]
 
 
-async def test_thanksgiving_holds_new_york_on_its_local_date(conn, store, clock) -> None:
+async def test_thanksgiving_holds_new_york_on_its_local_date(conn: asyncpg.Connection, store: LifecycleStore, clock: FakeClock) -> None:
     """US: at 02:00 UTC on 27 November (the UTC date is no holiday) a New York contact
     is still on Thanksgiving, 21:00 on the 26th, inside its 08:00-23:00 hours: held,
     while the same contact of a campaign without a calendar is called. Once New York's
@@ -105,7 +105,7 @@ async def test_thanksgiving_holds_new_york_on_its_local_date(conn, store, clock)
     assert [c.campaign_id for c in await _claim_all(store)] == [us]
 
 
-async def test_blackout_for_one_campaign_blocks_only_it_and_null_blocks_all(conn, store, clock) -> None:
+async def test_blackout_for_one_campaign_blocks_only_it_and_null_blocks_all(conn: asyncpg.Connection, store: LifecycleStore, clock: FakeClock) -> None:
     """A blackout row with a campaign_id holds that campaign only; one with a null
     campaign_id holds every campaign; removing them reopens both."""
     clock.now = datetime(2026, 11, 25, 12, 0)
@@ -124,7 +124,7 @@ async def test_blackout_for_one_campaign_blocks_only_it_and_null_blocks_all(conn
     assert {c.campaign_id for c in await _claim_all(store)} == {a, b}
 
 
-async def test_blackout_is_judged_on_the_contacts_local_date(conn, store, clock) -> None:
+async def test_blackout_is_judged_on_the_contacts_local_date(conn: asyncpg.Connection, store: LifecycleStore, clock: FakeClock) -> None:
     """At 23:30 UTC on the 25th it is already the 26th in Madrid: a blackout on the
     26th holds the Madrid contact, not a London one (still the 25th)."""
     clock.now = datetime(2026, 11, 25, 23, 30)
@@ -135,7 +135,7 @@ async def test_blackout_is_judged_on_the_contacts_local_date(conn, store, clock)
     assert await _claimed_numbers(store) == ["+441134960000"]
 
 
-async def test_dial_gate_refuses_a_claim_whose_local_date_became_closed(conn, store, clock) -> None:
+async def test_dial_gate_refuses_a_claim_whose_local_date_became_closed(conn: asyncpg.Connection, store: LifecycleStore, clock: FakeClock) -> None:
     """A call claimed at 23:59 on 7 December in Madrid is refused by the gate at
     00:01 on the 8th (a holiday); one claimed on an open day is refused once a
     blackout for that day appears. Both go back to scheduled, nothing dialed."""
@@ -162,7 +162,7 @@ async def test_dial_gate_refuses_a_claim_whose_local_date_became_closed(conn, st
     ("code", "words"),
     [("XX", "'XX' is not a known calendar"), ("ES-ZZ", "ES has no subdivision 'ZZ'"), ("es", "'es'")],
 )
-async def test_unknown_calendar_is_a_last_error_naming_it(conn, store, code: str, words: str) -> None:
+async def test_unknown_calendar_is_a_last_error_naming_it(conn: asyncpg.Connection, store: LifecycleStore, code: str, words: str) -> None:
     """A holiday_calendar the holidays package does not know stops the campaign with a
     last_error naming the code; a known one clears it, and its holidays then hold."""
     cid = await make_campaign(conn, status="active", holiday_calendar=code)
@@ -177,7 +177,7 @@ async def test_unknown_calendar_is_a_last_error_naming_it(conn, store, code: str
     assert await _claim_all(store) == []  # the clock is on 8 December: a holiday in Madrid too
 
 
-async def test_a_calendar_not_loaded_holds_its_campaign_until_housekeeping_loads_it(conn, store, clock) -> None:
+async def test_a_calendar_not_loaded_holds_its_campaign_until_housekeeping_loads_it(conn: asyncpg.Connection, store: LifecycleStore, clock: FakeClock) -> None:
     """Fail closed: without its materialised window a calendar's campaign is not
     claimed (the day may be a holiday); the next housekeeping pass loads it again."""
     clock.now = datetime(2026, 12, 9, 10, 0)
@@ -194,13 +194,14 @@ async def test_a_calendar_not_loaded_holds_its_campaign_until_housekeeping_loads
     assert len(await _claim_all(store)) == 1
 
 
-async def test_calendars_are_refreshed_daily_over_a_rolling_window(conn, store, clock) -> None:
+async def test_calendars_are_refreshed_daily_over_a_rolling_window(conn: asyncpg.Connection, store: LifecycleStore, clock: FakeClock) -> None:
     """The window runs from a few days back to DAYS_AHEAD ahead of the clock's date; a
     pass within the day leaves it, a pass two days later moves it. A draft campaign's
     calendar is loaded too (its status can say the next working day)."""
     await make_campaign(conn, holiday_calendar="PT")
     assert await store.housekeep()
     row = await conn.fetchrow("SELECT first_day, last_day, refreshed_at, source FROM holiday_calendars")
+    assert row is not None
     today = clock.now.date()
     assert (row["first_day"], row["last_day"]) == (today - timedelta(days=DAYS_BEHIND), today + timedelta(days=DAYS_AHEAD))
     assert row["source"].startswith("holidays ")
@@ -211,6 +212,7 @@ async def test_calendars_are_refreshed_daily_over_a_rolling_window(conn, store, 
     clock.now += timedelta(days=2)
     assert await store.housekeep()
     moved = await conn.fetchrow("SELECT first_day, last_day, refreshed_at FROM holiday_calendars")
+    assert moved is not None
     assert moved["last_day"] == clock.now.date() + timedelta(days=DAYS_AHEAD)
     assert moved["refreshed_at"] == clock.now
     assert await conn.fetchval(
@@ -218,7 +220,7 @@ async def test_calendars_are_refreshed_daily_over_a_rolling_window(conn, store, 
     ) == 1  # Christmas, replaced in place, never duplicated
 
 
-async def test_zone_precheck_knows_holidays_and_blackouts(conn, store, clock) -> None:
+async def test_zone_precheck_knows_holidays_and_blackouts(conn: asyncpg.Connection, store: LifecycleStore, clock: FakeClock) -> None:
     """any_zone_open (the scheduler's pre-check) answers like the claim: closed on a
     holiday of the calendar and on a blackout day, open otherwise."""
     cid = await make_campaign(conn, status="active", holiday_calendar="ES", **SPAIN_HOURS)
@@ -301,7 +303,7 @@ async def _dialed(sim: RunningSimulator, *numbers: str) -> bool:
     return all(sim.simulator.dials_to(n) > 0 for n in numbers)
 
 
-async def test_next_open_day_skips_weekends_holidays_and_blackouts(conn, store) -> None:
+async def test_next_open_day_skips_weekends_holidays_and_blackouts(conn: asyncpg.Connection, store: LifecycleStore) -> None:
     """dialer_next_open_day: after Monday 7 December 2026 with Monday-Friday and ES,
     the 8th (holiday) and a blackout on the 9th are skipped: the 10th."""
     cid = await make_campaign(conn, holiday_calendar="ES")
@@ -322,7 +324,7 @@ async def test_next_open_day_skips_weekends_holidays_and_blackouts(conn, store) 
 # ---------------------------------------------------------------- campaign status
 
 
-async def test_status_names_todays_holiday_or_blackout_and_the_next_working_day(conn, pool) -> None:
+async def test_status_names_todays_holiday_or_blackout_and_the_next_working_day(conn: asyncpg.Connection, pool: asyncpg.Pool) -> None:
     """The one status explanation (read by the console's store, on the database's own
     clock) says "holiday: … (ES)" or "blackout: …" and the next working day, from the
     claim's own SQL; on the board and on the campaign's page alike."""
@@ -356,7 +358,7 @@ async def test_status_names_todays_holiday_or_blackout_and_the_next_working_day(
     assert await reasons() == (None, None)
 
 
-async def test_the_claims_terms_agree_with_dialer_may_call(conn) -> None:
+async def test_the_claims_terms_agree_with_dialer_may_call(conn: asyncpg.Connection) -> None:
     """The claim asks the closed dates once per statement (dialer_closed_dates) where
     the gate and the pre-check ask dialer_may_call per contact: across a holiday's
     edges, zones from UTC-11 to UTC+14 and a blackout, they give the same answer."""
@@ -382,7 +384,7 @@ async def test_the_claims_terms_agree_with_dialer_may_call(conn) -> None:
     assert [(r["t"], r["z"]) for r in rows if r["gate"] != r["claim"]] == []
 
 
-async def test_the_due_gauge_counts_calls_held_by_the_calendar_as_held(conn, store, clock) -> None:
+async def test_the_due_gauge_counts_calls_held_by_the_calendar_as_held(conn: asyncpg.Connection, store: LifecycleStore, clock: FakeClock) -> None:
     """dialer_due_calls: on 8 December an ES campaign's due Madrid call is held, not
     dialable (a backlog alert stays quiet on a holiday); on the 9th it is dialable."""
     cid = await make_campaign(conn, status="active", holiday_calendar="ES", timezone="Europe/Madrid")

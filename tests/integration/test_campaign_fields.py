@@ -33,7 +33,7 @@ async def _claim_one(store: LifecycleStore) -> ClaimedCall:
     return call
 
 
-async def test_the_claim_and_the_twiml_lookup_carry_the_campaign_fields(conn: asyncpg.Connection, store) -> None:
+async def test_the_claim_and_the_twiml_lookup_carry_the_campaign_fields(conn: asyncpg.Connection, store: LifecycleStore) -> None:
     """The claimed call's contact carries its fields in this campaign, and so does the
     lookup behind /twilio/twiml; the script reads them first ({{custom.Cita}} finds the
     key 'cita'), the contact's custom_fields after."""
@@ -56,7 +56,7 @@ async def test_the_claim_and_the_twiml_lookup_carry_the_campaign_fields(conn: as
     assert render_script(template, looked_up) == expected
 
 
-async def test_the_same_contact_speaks_each_campaigns_own_fields(conn: asyncpg.Connection, store) -> None:
+async def test_the_same_contact_speaks_each_campaigns_own_fields(conn: asyncpg.Connection, store: LifecycleStore) -> None:
     """One contact in two campaigns: each campaign's call renders that campaign's fields."""
     first = await make_campaign(conn, status="active", script_template="Cita {{custom.cita}}")
     second = await make_campaign(conn, status="active", script_template="Cita {{custom.cita}}")

@@ -8,6 +8,7 @@ import csv
 import io
 import uuid
 from datetime import datetime
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -57,7 +58,7 @@ async def test_export_of_a_finished_200_contact_campaign_matches_the_calls(
     await conn.execute("UPDATE campaigns SET status = 'active' WHERE id = $1", cid)
 
     async def done() -> bool:
-        return await conn.fetchval("SELECT status::text FROM campaigns WHERE id = $1", cid) == "completed"
+        return bool(await conn.fetchval("SELECT status::text FROM campaigns WHERE id = $1", cid) == "completed")
 
     await wait_for(done, 90, "the campaign to complete")
     code, out, err = await cli("campaign", "export", str(cid))
@@ -103,7 +104,7 @@ async def test_export_of_a_finished_200_contact_campaign_matches_the_calls(
 
 
 async def test_excel_export_is_semicolons_a_bom_and_local_times(
-    cli: Cli, conn: asyncpg.Connection, tmp_path
+    cli: Cli, conn: asyncpg.Connection, tmp_path: Path
 ) -> None:
     """--excel writes ';'-separated UTF-8 with a byte-order mark to the file, times in
     the campaign's zone (Madrid: UTC+1 in winter), and a name a spreadsheet would run

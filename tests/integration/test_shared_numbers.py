@@ -10,7 +10,7 @@ from datetime import datetime
 import asyncpg
 import pytest
 
-from dialer.models import CallEvent
+from dialer.models import CallEvent, ClaimedCall
 from dialer.store.lifecycle import LifecycleStore
 from dialer.twiml import validate_template
 from tests.factories import FakeClock, add_contacts, madrid_number, make_campaign
@@ -26,14 +26,14 @@ async def store(pool: asyncpg.Pool) -> LifecycleStore:
     return s
 
 
-async def _claim_all(store: LifecycleStore) -> list:
-    claimed = []
+async def _claim_all(store: LifecycleStore) -> list[ClaimedCall]:
+    claimed: list[ClaimedCall] = []
     for campaign in await store.dialable_campaigns():
         claimed += await store.claim(campaign, 50)
     return claimed
 
 
-async def test_one_live_call_per_number_across_contacts_and_campaigns(conn: asyncpg.Connection, store) -> None:
+async def test_one_live_call_per_number_across_contacts_and_campaigns(conn: asyncpg.Connection, store: LifecycleStore) -> None:
     """Three contacts on one number in two campaigns (and one with a number of its own):
     each pass rings the shared number once; when that call ends the next contact on it
     is rung, until every one of them had their own call."""

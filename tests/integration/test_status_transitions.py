@@ -84,7 +84,9 @@ async def test_every_pair_of_statuses_is_allowed_or_refused_by_the_rule(operator
     and change nothing."""
     for before, after in CHANGES:
         cid = await _campaign(operator.owner, before)
-        row = dict(await operator.owner.fetchrow("SELECT * FROM campaigns WHERE id = $1", cid))
+        original = await operator.owner.fetchrow("SELECT * FROM campaigns WHERE id = $1", cid)
+        assert original is not None
+        row = dict(original)
         update = f"UPDATE campaigns SET status = '{after}' WHERE id = '{cid}'"
         if (before, after) in ALLOWED:
             assert await operator.sql.execute(update) == "UPDATE 1", (before, after)
@@ -95,7 +97,8 @@ async def test_every_pair_of_statuses_is_allowed_or_refused_by_the_rule(operator
             await operator.sql.execute(update)
         assert f"status cannot change from {before} to {after}" in refused.value.message, (before, after)
         assert refused.value.constraint_name == "campaigns_status_transition"
-        assert dict(await operator.owner.fetchrow("SELECT * FROM campaigns WHERE id = $1", cid)) == row
+        unchanged = await operator.owner.fetchrow("SELECT * FROM campaigns WHERE id = $1", cid)
+        assert unchanged is not None and dict(unchanged) == row
         assert len(await _history(operator.owner, cid)) == 1, (before, after)
 
 
