@@ -33,9 +33,14 @@ CHECKER_REF = re.compile(r"`(assert_\w+)`")
 
 
 def _test_file(ref: str) -> Path:
-    """The one file under tests/ whose path ends with `ref`."""
+    """The one file under tests/ (or, for a mechanism, dialer/) whose path ends with `ref`."""
     ref = ref.removeprefix("tests/")
-    found = [p for p in (REPO / "tests").rglob(Path(ref).name) if p.as_posix().endswith("/" + ref)]
+    found = [
+        p
+        for root in ("tests", "dialer")
+        for p in (REPO / root).rglob(Path(ref).name)
+        if p.as_posix().endswith("/" + ref)
+    ]
     assert len(found) == 1, f"docs/invariants.md names `{ref}`: {len(found)} files match"
     return found[0]
 

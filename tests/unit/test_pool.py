@@ -102,7 +102,9 @@ async def test_a_final_notify_wakes_exactly_that_calls_coroutine(parts: Parts) -
     await parts.released([ids[1]])
     assert parts.pool.holds(ids[0]) and parts.pool.holds(ids[2])
     assert parts.store.endings_reads == [[ids[1]]]
-    assert parts.metrics.registry.get_sample_value("dialer_call_outcomes_total", {"outcome": "completed"}) == 1
+    campaign_id = str(parts.store.claims[-1].campaign_id)  # the one campaign start() made
+    outcome = {"campaign_id": campaign_id, "outcome": "completed"}
+    assert parts.metrics.registry.get_sample_value("dialer_call_outcomes_total", outcome) == 1
 
 
 async def test_a_notify_whose_row_is_not_final_ends_nothing(parts: Parts) -> None:
