@@ -31,10 +31,13 @@ from dialer.console import charts, views
 from dialer.console.auth import MULTIPART_KEY, Gate, Role, multipart_reader
 from dialer.console.live import Event, LiveHub, TooManyClients
 from dialer.errors import DatabaseUnavailable, DialerError, ImportRejected
+from dialer.export import result_chunks
 from dialer.importer import import_csv
 from dialer.operator import TRANSITIONS, open_campaign, steer
 from dialer.status import idle_reason
+from dialer.store.campaigns import CampaignStore
 from dialer.store.console import ConsoleStore, ContactFilter
+from dialer.store.results import ResultsStore
 
 log = structlog.get_logger(__name__)
 
@@ -161,6 +164,7 @@ class Handlers:
             "filter": f,
             "contacts": await self.store.contacts(campaign_id, f),
             "attempts": await self.store.attempts(campaign_id, f),
+            "history": await self.store.campaigns().history(campaign_id),
         }
         return self._page("campaign.html", request, context, status=status)
 
@@ -186,6 +190,35 @@ class Handlers:
             offset=offset,
         )
         return await self._campaign(request, campaign_id, contact_filter=f)
+
+    async def export(self, request: web.Request) -> web.StreamResponse:
+        """The campaign's results as CSV, streamed: the same file as `dialer campaign
+        export` (`?excel=1`: the spreadsheet flavour of `--excel`)."""
+        campaign_id = _campaign_id(request)
+        excel = request.query.get("excel") == "1"
+        async with self.store.connection() as conn:
+            campaign = await CampaignStore(conn).get(campaign_id)
+            if campaign is None:
+                raise web.HTTPNotFound(text="no such campaign\n")
+            response = web.StreamResponse(
+                headers={
+                    **SECURITY_HEADERS,
+                    "Content-Type": "text/csv; charset=utf-8",
+                    "Content-Disposition": f'attachment; filename="campaign-{campaign_id}.csv"',
+                    "Cache-Control": "no-store",
+                }
+            )
+            await response.prepare(request)
+            rows = 0
+            chunks = result_chunks(
+                ResultsStore(conn), campaign, excel=excel, default_timezone=self.store.default_timezone
+            )
+            async for text, n in chunks:
+                await response.write(text.encode())
+                rows += n
+        await response.write_eof()
+        log.info("console_export", campaign_id=str(campaign_id), rows=rows, excel=excel)
+        return response
 
     # ------------------------------------------------------------ actions
 
@@ -404,6 +437,7 @@ def create_app(
     r.add_get("/instances", handlers.instances, name="instances")
     r.add_get("/campaigns/{campaign_id}", handlers.campaign, name="campaign")
     r.add_get("/campaigns/{campaign_id}/actions", handlers.actions, name="actions")
+    r.add_get("/campaigns/{campaign_id}/export.csv", handlers.export, name="export")
     r.add_post("/campaigns/{campaign_id}/contacts", handlers.filter, name="filter")
     r.add_post("/campaigns/{campaign_id}/actions/{action}", handlers.action, name="action")
     r.add_post("/campaigns/{campaign_id}/upload", handlers.upload, name="upload")

@@ -5,13 +5,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
-import json
-import re
 import sys
-import zoneinfo
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -19,6 +14,7 @@ from rich.table import Table
 
 from dialer.config import Settings
 from dialer.database import Connection
+from dialer.export import result_chunks
 from dialer.operator.common import (
     CommandFailed,
     campaign_id_arg,
@@ -30,27 +26,6 @@ from dialer.operator.common import (
 from dialer.store.campaigns import CampaignStore
 from dialer.store.results import ResultsStore
 from dialer.text import markup_safe, printable
-
-# A text cell a spreadsheet would take for a formula (=, @, +, - and the control
-# characters some read as a cell break), unless it is just a signed number or phone
-# number: such a cell gets a leading apostrophe in --excel output, so a name like
-# "=HYPERLINK(…)" from an imported file is shown, never evaluated.
-_FORMULA = re.compile(r"^[=@+\-\t\r]")
-_SIGNED_NUMBER = re.compile(r"^[+\-][\d\s().]*$")
-
-
-def _cell(value: Any, zone: zoneinfo.ZoneInfo | None, excel: bool) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, datetime):
-        # Naive UTC in the database; ISO 8601 with Z, or local wall time for a spreadsheet.
-        if zone is None:
-            return value.strftime("%Y-%m-%dT%H:%M:%SZ")
-        return value.replace(tzinfo=UTC).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
-    text = json.dumps(value, ensure_ascii=False, sort_keys=True) if isinstance(value, dict) else str(value)
-    if excel and _FORMULA.match(text) and not _SIGNED_NUMBER.match(text):
-        return "'" + text
-    return text
 
 
 @contextlib.contextmanager
@@ -70,23 +45,16 @@ def _output(path: str | None) -> Iterator[TextIO]:
 async def export_campaign(
     conn: Connection, campaign_id: Any, out: TextIO, *, excel: bool, default_timezone: str
 ) -> int:
-    """Write campaign_results of one campaign as CSV to `out`; returns the rows written.
-    Plain: `,`, times in UTC (ISO 8601, Z). Excel: `;`, a UTF-8 byte-order mark, times
-    in the campaign's zone, formula-like text cells neutralised."""
+    """Write campaign_results of one campaign as CSV to `out` (dialer/export.py says
+    how); returns the rows written."""
     campaign = await CampaignStore(conn).get(campaign_id)
     if campaign is None:
         raise CommandFailed(f"no campaign with id {campaign_id}")
-    store = ResultsStore(conn)
-    columns = await store.result_columns()
-    zone = zoneinfo.ZoneInfo(campaign.timezone or default_timezone) if excel else None
-    if excel:
-        out.write("\ufeff")
-    writer = csv.writer(out, delimiter=";" if excel else ",", lineterminator="\r\n")
-    writer.writerow(columns)
     rows = 0
-    async for row in store.results(campaign_id):
-        writer.writerow([_cell(row[c], zone, excel) for c in columns])
-        rows += 1
+    chunks = result_chunks(ResultsStore(conn), campaign, excel=excel, default_timezone=default_timezone)
+    async for text, n in chunks:
+        out.write(text)
+        rows += n
     return rows
 
 

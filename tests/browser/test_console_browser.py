@@ -204,3 +204,22 @@ async def test_csv_upload_in_the_page_imports_and_lists_rejected_lines(
     assert "imported 3 new, 0 existing, 2 rejected; 3 linked into the campaign" in text
     assert "line 3:" in text and "line 5:" in text
     assert await conn.fetchval("SELECT count(*) FROM campaign_contacts WHERE campaign_id = $1", cid) == 3
+
+
+async def test_the_results_download_has_a_row_per_contact(
+    pool: asyncpg.Pool, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    """Clicking "Download CSV" on a campaign page saves the results export: a header
+    and one row per contact."""
+    cid = await make_campaign(conn, 6, name="Downloads")
+    async with console_only(pool) as console, chromium() as ctx:
+        page = await ctx.new_page()
+        await page.goto(f"{console.url}/campaigns/{cid}")
+        async with page.expect_download() as info:
+            await page.get_by_role("link", name="Download CSV").click()
+        download = await info.value
+        saved = tmp_path / download.suggested_filename
+        await download.save_as(saved)
+    assert saved.name == f"campaign-{cid}.csv"
+    lines = saved.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 1 + 6 and lines[0].startswith("campaign_id,")

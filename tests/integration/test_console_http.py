@@ -5,6 +5,8 @@ upload through the importer, filters in POST bodies."""
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import uuid
 
 import aiohttp
@@ -12,6 +14,7 @@ import asyncpg
 import pytest
 
 from dialer.console.passwords import hash_password
+from dialer.operator.results import export_campaign
 from tests.console_helpers import (
     READ_ONLY_TOKEN,
     TOKEN,
@@ -319,3 +322,37 @@ async def test_a_large_upload_streams_to_the_importer(pool: asyncpg.Pool, conn: 
     assert r.status == 200, body[:500]
     assert "imported 12000 new, 0 existing, 0 rejected" in body
     assert await conn.fetchval("SELECT count(*) FROM campaign_contacts WHERE campaign_id = $1", cid) == 12_000
+
+
+async def test_the_export_download_is_the_clis_file_and_the_history_is_shown(
+    pool: asyncpg.Pool, conn: asyncpg.Connection
+) -> None:
+    """Results download as exactly the bytes `dialer campaign export` writes (plain and
+    --excel), one row per contact, also for a read-only session; the campaign page
+    lists its status history."""
+    cid = await make_campaign(conn, 7, name="Export me")
+    await conn.execute("UPDATE campaigns SET status = 'active' WHERE id = $1", cid)
+    await conn.execute("UPDATE campaigns SET status = 'paused' WHERE id = $1", cid)
+    expected: dict[bool, bytes] = {}
+    for excel in (False, True):
+        out = io.StringIO(newline="")
+        assert await export_campaign(conn, cid, out, excel=excel, default_timezone="UTC") == 7
+        expected[excel] = out.getvalue().encode()
+    async with console_only(pool, read_only_token=READ_ONLY_TOKEN, token=TOKEN) as console, client() as http:
+        await sign_in(http, console.url, READ_ONLY_TOKEN)
+        async with http.get(f"{console.url}/campaigns/{cid}/export.csv") as r:
+            assert r.status == 200
+            assert r.headers["Content-Type"] == "text/csv; charset=utf-8"
+            assert r.headers["Content-Disposition"] == f'attachment; filename="campaign-{cid}.csv"'
+            plain = await r.read()
+        async with http.get(f"{console.url}/campaigns/{cid}/export.csv?excel=1") as r:
+            excel_file = await r.read()
+        async with http.get(f"{console.url}/campaigns/{uuid.uuid4()}/export.csv") as r:
+            assert r.status == 404
+        async with http.get(f"{console.url}/campaigns/{cid}") as r:
+            page = await r.text()
+    assert plain == expected[False] and excel_file == expected[True]
+    rows = list(csv.reader(io.StringIO(plain.decode())))
+    assert len(rows) == 1 + 7 and "contact_id" in rows[0]
+    assert excel_file.startswith("\ufeff".encode())
+    assert "created draft" in page and "draft → active" in page and "active → paused" in page
