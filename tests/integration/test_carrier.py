@@ -14,7 +14,7 @@ from twilio.request_validator import RequestValidator
 
 from dialer.carrier import DialRequest
 from dialer.carrier.simulator import RunningSimulator
-from dialer.carrier.twilio import TwilioCarrier
+from dialer.carrier.twilio import ALL_STATUS_EVENTS, TwilioCarrier
 from dialer.config import TwilioSettings
 from dialer.errors import CarrierError
 from tests.integration.carrier_helpers import ACCOUNT, FAST, FROM, TOKEN, Receiver, rec, sim  # noqa: F401 - fixtures used by name
@@ -22,19 +22,44 @@ from tests.integration.carrier_helpers import ACCOUNT, FAST, FROM, TOKEN, Receiv
 TO = "+34911234567"
 
 
-async def _carrier(base_url: str, *, token: str = TOKEN, request_timeout: float = 2.0) -> TwilioCarrier:
+async def _carrier(
+    base_url: str,
+    *,
+    token: str = TOKEN,
+    request_timeout: float = 2.0,
+    status_events: tuple[str, ...] | None = ALL_STATUS_EVENTS,
+) -> TwilioCarrier:
     settings = TwilioSettings(
         account_sid=ACCOUNT, auth_token=SecretStr(token), api_base_url=base_url, request_timeout_seconds=request_timeout
     )
-    return await TwilioCarrier.create(settings)
+    return await TwilioCarrier.create(settings, status_events=status_events)
 
 
 @pytest.fixture
 async def carrier(sim: RunningSimulator) -> AsyncIterator[TwilioCarrier]:
-    """A TwilioCarrier pointed at the simulator."""
+    """A TwilioCarrier pointed at the simulator, asking for every status callback (these
+    tests follow the simulator's whole Twilio sequence; the daemon asks for fewer)."""
     c = await _carrier(sim.url)
     yield c
     await c.close()
+
+
+@pytest.mark.parametrize("outcome", ["answered", "busy", "no-answer"])
+async def test_the_daemon_asks_only_for_the_final_callback(
+    sim: RunningSimulator, rec: Receiver, outcome: str
+) -> None:
+    """By default a dial asks for the `completed` event only, and the simulator, as
+    Twilio, then sends just the final callback, whatever the outcome."""
+    sim.simulator.script(TO, [outcome])
+    carrier = await _carrier(sim.url, status_events=None)
+    try:
+        call = await carrier.dial(_request(rec))
+        await sim.simulator.wait_idle(5)
+    finally:
+        await carrier.close()
+    assert sim.simulator.call(call.sid).params["StatusCallbackEvent"] == ["completed"]
+    final = "completed" if outcome == "answered" else outcome
+    assert rec.statuses() == [final]
 
 
 def _request(rec: Receiver, to: str = TO, **extra: object) -> DialRequest:
