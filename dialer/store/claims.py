@@ -4,6 +4,7 @@ carrier request, and handing a claim back."""
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ import asyncpg
 from dialer.database import translate_errors
 from dialer.models import CallStatus, Campaign, ClaimedCall, Contact
 from dialer.store.base import CAMPAIGN_COLUMNS, StoreBase, campaign_from_row, in_window
+from dialer.store.group_commit import GroupCommit
 
 
 @dataclass(frozen=True)
@@ -260,18 +262,20 @@ class ClaimStore(StoreBase):
         value: datetime | None = await self.pool.fetchval(self._NEXT_DUE, list(campaign_ids))
         return value
 
-    # The dial gate: call $1 still pending, claimed by $3 and not yet dialed, its
-    # campaign active, valid and inside its window at $2, the contact inside calling
-    # hours on an open local date ($4: the zone of last resort). Writes dialed_at.
+    # The dial gate, for a batch of calls ($1 ids, $2 each one's time; group commit):
+    # a call passes while still pending, claimed by $3 and not yet dialed, its campaign
+    # active, valid and inside its window at its time, the contact inside calling hours
+    # on an open local date ($4: the zone of last resort). Writes dialed_at; returns
+    # the calls that passed.
     BEGIN_DIAL_SQL: Final = """
-        UPDATE calls k SET dialed_at = $2
-        FROM campaigns c, contacts ct
-        WHERE k.id = $1 AND k.status = 'pending' AND k.claimed_by = $3 AND k.dialed_at IS NULL
+        UPDATE calls k SET dialed_at = t.at
+        FROM unnest($1::uuid[], $2::timestamp[]) AS t(id, at), campaigns c, contacts ct
+        WHERE k.id = t.id AND k.status = 'pending' AND k.claimed_by = $3 AND k.dialed_at IS NULL
           AND c.id = k.campaign_id AND c.status = 'active' AND c.last_error IS NULL
-          AND (c.schedule_start IS NULL OR c.schedule_start <= $2)
-          AND (c.schedule_end IS NULL OR $2 <= c.schedule_end)
+          AND (c.schedule_start IS NULL OR c.schedule_start <= t.at)
+          AND (c.schedule_end IS NULL OR t.at <= c.schedule_end)
           AND ct.id = k.contact_id
-          AND dialer_may_call($2, coalesce(ct.resolved_timezone, c.timezone, $4),
+          AND dialer_may_call(t.at, coalesce(ct.resolved_timezone, c.timezone, $4),
                               c.calling_hours_start, c.calling_hours_end, c.calling_days,
                               c.id, c.holiday_calendar)
         RETURNING k.id
@@ -282,12 +286,26 @@ class ClaimStore(StoreBase):
         """The gate right before a carrier request: succeeds only while the campaign
         is active, inside its window, and the contact inside calling hours on a day
         that is no holiday or blackout day in its own zone — and
-        records dialed_at first, so after a crash we know a request may have left."""
-        now = self.clock()
-        row = await self.pool.fetchrow(
-            self.BEGIN_DIAL_SQL, call_id, now, self.instance_id, self.default_timezone
+        records dialed_at first, so after a crash we know a request may have left.
+        Gates opened at nearly the same moment share one statement (group commit)."""
+        return await self._dial_gates.submit((call_id, self.clock()))
+
+    @functools.cached_property
+    def _dial_gates(self) -> GroupCommit[tuple[uuid.UUID, datetime], bool]:
+        return GroupCommit(self._begin_dials)
+
+    async def _begin_dials(self, items: Sequence[tuple[uuid.UUID, datetime]]) -> list[bool]:
+        """One BEGIN_DIAL_SQL for the batch (in id order, so batches lock alike)."""
+        ordered = sorted(items)
+        passed = await self.pool.fetch(
+            self.BEGIN_DIAL_SQL,
+            [call_id for call_id, _ in ordered],
+            [at for _, at in ordered],
+            self.instance_id,
+            self.default_timezone,
         )
-        return row is not None
+        opened = {row["id"] for row in passed}
+        return [call_id in opened for call_id, _ in items]
 
     @translate_errors
     async def release_claim(self, call_id: uuid.UUID) -> None:

@@ -5,8 +5,10 @@ these methods hand it the facts and the engine's intent in one statement each.""
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Final
 
 import structlog
@@ -15,22 +17,51 @@ from dialer.carrier import FINAL_TWILIO_STATUSES, PERMANENT_ERROR_CODES
 from dialer.database import translate_errors
 from dialer.models import ApplyResult, CallEvent, CallStatus, DialIntent
 from dialer.store.base import StoreBase
+from dialer.store.group_commit import GroupCommit
 
 log = structlog.get_logger(__name__)
+
+# An event to apply: the call's id (None: found by its sid), the event, the time now.
+_EventItem = tuple[uuid.UUID | None, CallEvent, datetime]
 
 
 class CallEventStore(StoreBase):
     """Carrier facts applied to calls, contacts and retries."""
 
-    # The adoption, in its one place: pending → in_progress with the sid, the attempt counted.
-    ADOPT_SQL: Final = "SELECT dialer_adopt_call($1, $2, $3)"
+    # The adoption, in its one place (dialer_adopt_call): pending → in_progress with the
+    # sid, the attempt counted. For a batch ($1 ids, $2 sids, $3 each one's time; group
+    # commit), one call of the function per row, in the order given.
+    ADOPT_SQL: Final = """
+        SELECT dialer_adopt_call(t.id, t.sid, t.at) AS adopted
+        FROM unnest($1::uuid[], $2::text[], $3::timestamp[]) WITH ORDINALITY AS t(id, sid, at, n)
+        ORDER BY t.n
+    """
 
     @translate_errors
     async def dial_accepted(self, call_id: uuid.UUID, call_sid: str) -> bool:
         """The carrier accepted the request: pending → in_progress with its sid, and
         the attempt counts. False when a callback got there first (already adopted).
-        One statement: what a dial costs most under load is round trips."""
-        return bool(await self.pool.fetchval(self.ADOPT_SQL, call_id, call_sid, self.clock()))
+        Adoptions made at nearly the same moment share one statement (group commit):
+        what a dial costs most under load is round trips."""
+        return await self._adoptions.submit((call_id, call_sid, self.clock()))
+
+    @functools.cached_property
+    def _adoptions(self) -> GroupCommit[tuple[uuid.UUID, str, datetime], bool]:
+        return GroupCommit(self._adopt_many)
+
+    async def _adopt_many(self, items: Sequence[tuple[uuid.UUID, str, datetime]]) -> list[bool]:
+        """One ADOPT_SQL for the batch, in id order so that batches lock rows alike."""
+        order = sorted(range(len(items)), key=lambda i: items[i][0])
+        rows = await self.pool.fetch(
+            self.ADOPT_SQL,
+            [items[i][0] for i in order],
+            [items[i][1] for i in order],
+            [items[i][2] for i in order],
+        )
+        adopted = [False] * len(items)
+        for i, row in zip(order, rows, strict=True):
+            adopted[i] = bool(row["adopted"])
+        return adopted
 
     # (call, intent, outcome, error code, error message, now) → the call's new status.
     DIAL_FAILED_SQL: Final = "SELECT dialer_dial_failed($1, $2, $3, $4, $5, $6)"
@@ -67,50 +98,75 @@ class CallEventStore(StoreBase):
         rows = await self.pool.fetch(self._ADOPTED_SIDS, list(sids))
         return {r["call_sid"] for r in rows}
 
-    # One carrier event, applied server-side (sql/0007; its rules in sql/0009).
+    # Carrier events, applied server-side (sql/0007; its rules in sql/0009): one call of
+    # dialer_apply_call_event per row of the arrays, in their order (group commit).
     APPLY_EVENT_SQL: Final = """
-        SELECT result, call_id, expected_sid
-        FROM dialer_apply_call_event($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+        SELECT e.result, e.call_id, e.expected_sid
+        FROM unnest($1::uuid[], $2::text[], $3::text[], $4::boolean[], $5::boolean[], $6::integer[],
+                    $7::text[], $8::integer[], $9::text[], $10::timestamp[], $11::timestamp[],
+                    $12::timestamp[], $13::timestamp[])
+             WITH ORDINALITY AS t(id, sid, status, final, permanent, duration, answered_by, code,
+                                  message, at, start_time, end_time, now, n)
+        CROSS JOIN LATERAL dialer_apply_call_event(t.id, t.sid, t.status, t.final, t.permanent,
+            t.duration, t.answered_by, t.code, t.message, t.at, t.start_time, t.end_time, t.now) e
+        ORDER BY t.n
     """
 
     @translate_errors
     async def apply_call_event(self, call_id: uuid.UUID | None, event: CallEvent) -> ApplyResult:
-        """Apply one carrier event (callback or fetch) in one transaction: the call
-        moves only forward, a final status never changes, and a failed attempt
-        schedules its retry or finalises the contact. Counters follow by trigger,
-        and the status change NOTIFYs the coroutine waiting on any instance.
+        """Apply one carrier event (callback or fetch): the call moves only forward, a
+        final status never changes, and a failed attempt schedules its retry or
+        finalises the contact. Counters follow by trigger, and the status change
+        NOTIFYs the coroutine waiting on any instance.
 
         The work is the SQL function dialer_apply_call_event: one autocommit round
         trip instead of BEGIN, SELECT … FOR UPDATE, two or three writes and COMMIT,
         which under load cost more in socket writes than the writes themselves, and
-        held the call row locked across all of them. Which statuses are final and
+        held the call row locked across all of them. Events arriving at nearly the
+        same moment share one statement (group commit). Which statuses are final and
         which error codes condemn the number is the carrier module's word."""
-        row = await self.pool.fetchrow(
-            self.APPLY_EVENT_SQL,
-            call_id,
-            event.call_sid,
-            event.status,
-            event.status in FINAL_TWILIO_STATUSES,
-            event.error_code in PERMANENT_ERROR_CODES,
-            event.duration,
-            event.answered_by,
-            event.error_code,
-            event.error_message,
-            event.timestamp,
-            event.start_time,
-            event.end_time,
-            self.clock(),
-        )
-        assert row is not None  # a function with OUT parameters returns one row
-        if row["result"] == "sid_mismatch":
+        result, found_id, expected_sid = await self._events.submit((call_id, event, self.clock()))
+        if result == "sid_mismatch":
             log.error(
                 "callback_sid_mismatch",
-                call_id=str(row["call_id"]),
+                call_id=str(found_id),
                 call_sid=event.call_sid,
-                expected_sid=row["expected_sid"],
+                expected_sid=expected_sid,
             )
             return ApplyResult.IGNORED
-        return ApplyResult(row["result"])
+        return ApplyResult(result)
+
+    @functools.cached_property
+    def _events(self) -> GroupCommit[_EventItem, tuple[str, uuid.UUID | None, str | None]]:
+        return GroupCommit(self._apply_many)
+
+    async def _apply_many(
+        self, items: Sequence[_EventItem]
+    ) -> list[tuple[str, uuid.UUID | None, str | None]]:
+        """One APPLY_EVENT_SQL for the batch, in (call id, sid) order so that batches
+        lock rows alike."""
+        order = sorted(range(len(items)), key=lambda i: (str(items[i][0] or ""), items[i][1].call_sid))
+        events = [items[i][1] for i in order]
+        rows = await self.pool.fetch(
+            self.APPLY_EVENT_SQL,
+            [items[i][0] for i in order],
+            [e.call_sid for e in events],
+            [e.status for e in events],
+            [e.status in FINAL_TWILIO_STATUSES for e in events],
+            [e.error_code in PERMANENT_ERROR_CODES for e in events],
+            [e.duration for e in events],
+            [e.answered_by for e in events],
+            [e.error_code for e in events],
+            [e.error_message for e in events],
+            [e.timestamp for e in events],
+            [e.start_time for e in events],
+            [e.end_time for e in events],
+            [items[i][2] for i in order],
+        )
+        results: list[tuple[str, uuid.UUID | None, str | None]] = [("unknown", None, None)] * len(items)
+        for i, row in zip(order, rows, strict=True):
+            results[i] = (row["result"], row["call_id"], row["expected_sid"])
+        return results
 
     _RECORDING: Final = (
         "UPDATE calls SET recording_url = $3 WHERE (id = $1 OR call_sid = $2) AND call_sid = $2"
