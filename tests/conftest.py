@@ -35,7 +35,9 @@ from dialer.service import Daemon
 from tests.harness import daemon_settings
 
 StartDaemon = Callable[..., Awaitable[Daemon]]
-TEMPLATE = "dialer_test_template"
+# One template per pytest-xdist worker: workers sharing $DIALER_TEST_DATABASE_URL must
+# not recreate each other's template under a clone in progress.
+TEMPLATE = f"dialer_test_template_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
 # Durability is not under test; these make the embedded server several times faster.
 FAST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 
