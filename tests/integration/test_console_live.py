@@ -67,7 +67,13 @@ async def test_live_pages_are_fed_by_the_daemons_one_listen_connection(
             elapsed = time.monotonic() - started
             assert all(str(cid) in page for page in pages)
             # Three LISTEN statements (one per channel) on one connection: one backend.
-            assert await _listeners(conn) == 1
+            # Sampled: the listener's liveness probe (SELECT 1) briefly replaces its
+            # LISTEN as the backend's last query, so one sample may see none.
+            seen: list[int] = []
+            for _ in range(10):
+                seen.append(await _listeners(conn))
+                await asyncio.sleep(0.05)
+            assert max(seen) == 1, seen
             passes = daemon.console.hub.renders - renders_before
             assert passes <= elapsed / 0.2 + 2  # one render per pass, not one per client
         finally:
