@@ -21,17 +21,16 @@ Handler = Callable[[argparse.Namespace, Settings], int]
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     from dialer import database, migrate
 
+    def applied(m: migrate.Migration) -> None:
+        print(f"applied {m.path.name}", flush=True)
+
     async def go(url: str) -> list[migrate.Migration]:
         async with database.connection(url, settings.database, application_name=database.APP_MIGRATE) as conn:
-            return await migrate.migrate(conn)
+            return await migrate.migrate(conn, on_applied=applied)
 
     with database.database_endpoints(settings.database) as endpoints:
-        applied = asyncio.run(go(endpoints.url))
-    if applied:
-        for m in applied:
-            print(f"applied {m.path.name}")
-    else:
-        print("nothing to apply: the schema is up to date")
+        if not asyncio.run(go(endpoints.url)):
+            print("nothing to apply: the schema is up to date")
     return 0
 
 

@@ -7,6 +7,7 @@ import hashlib
 import os
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,11 +94,18 @@ async def pending(conn: asyncpg.Connection, directory: Path | None = None) -> li
     return [m for m in discover(directory) if m.version not in done]
 
 
-async def migrate(conn: asyncpg.Connection, directory: Path | None = None) -> list[Migration]:
+async def migrate(
+    conn: asyncpg.Connection,
+    directory: Path | None = None,
+    *,
+    on_applied: Callable[[Migration], None] | None = None,
+) -> list[Migration]:
     """Apply every pending migration; returns those applied (empty when up to date).
 
     A failing file is rolled back whole and reported with its name and the server's
-    message; files before it stay applied.
+    message; files before it stay applied. `on_applied` is told of each file as it is
+    committed; when it is given (`dialer migrate` prints it) the log line is debug, so
+    an operator reads each file once, not once as text and again as a log event.
     """
     files = discover(directory)
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
@@ -129,7 +137,11 @@ async def migrate(conn: asyncpg.Connection, directory: Path | None = None) -> li
             except asyncpg.PostgresError as exc:
                 detail = getattr(exc, "message", None) or str(exc)
                 raise MigrationError(f"{migration.path.name} failed and was rolled back: {detail}") from exc
-            log.info("migration_applied", file=migration.path.name)
+            if on_applied is None:
+                log.info("migration_applied", file=migration.path.name)
+            else:
+                log.debug("migration_applied", file=migration.path.name)
+                on_applied(migration)
             done.append(migration)
         return done
     finally:

@@ -8,10 +8,12 @@ import argparse
 import asyncio
 import contextlib
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from dialer import progress
+from dialer.config import Settings
 from dialer.database import Connection
 from dialer.operator import rules
 from dialer.operator.common import (
@@ -22,6 +24,7 @@ from dialer.operator.common import (
     caller_id_arg,
     campaign_id_arg,
     command_handler,
+    configured_handler,
     days_arg,
     hours_arg,
     log,
@@ -31,7 +34,8 @@ from dialer.operator.common import (
     positive_arg,
     script_arg,
     steer,
-    utc_timestamp_arg,
+    timestamp_arg,
+    to_utc,
     zone_arg,
 )
 from dialer.operator.contacts import import_contacts
@@ -39,15 +43,27 @@ from dialer.store.campaigns import CampaignStore, NewCampaign
 from dialer.text import printable
 
 
-async def _campaign_create(args: argparse.Namespace, conn: Connection) -> int:
-    if args.start and args.end and args.end < args.start:
+def schedule_window(
+    start: datetime | None, end: datetime | None, zone: str
+) -> tuple[datetime | None, datetime | None]:
+    """--start/--end as the naive UTC the schema stores; times without an offset are
+    the campaign's wall clock in `zone` (docs/campaigns.md)."""
+    start_utc = to_utc(start, zone, "--start") if start else None
+    end_utc = to_utc(end, zone, "--end") if end else None
+    if start_utc and end_utc and end_utc < start_utc:
         raise UsageError(
-            f"--end ({args.end:%Y-%m-%d %H:%M} UTC) is before --start ({args.start:%Y-%m-%d %H:%M} UTC)"
+            f"--end ({end_utc:%Y-%m-%d %H:%M} UTC) is before --start ({start_utc:%Y-%m-%d %H:%M} UTC)"
         )
+    return start_utc, end_utc
+
+
+async def _campaign_create(args: argparse.Namespace, conn: Connection, settings: Settings) -> int:
     if not args.name.strip() or len(args.name) > 255:
         raise UsageError("NAME must be 1 to 255 characters")
     for line in rules.apply_rules(args):
         print(line, file=sys.stderr)  # stdout stays the new id alone, for scripts
+    # After the rules: a preset may give the zone --start/--end are read in.
+    start, end = schedule_window(args.start, args.end, args.timezone or settings.dialer.default_timezone)
     hours = args.hours or (None, None)
     new = NewCampaign(
         name=args.name.strip(),
@@ -62,8 +78,8 @@ async def _campaign_create(args: argparse.Namespace, conn: Connection) -> int:
         retry_delay_minutes=args.retry_delay,
         caller_id=args.caller_id,
         max_concurrent_calls=args.max_concurrent,
-        schedule_start=args.start,
-        schedule_end=args.end,
+        schedule_start=start,
+        schedule_end=end,
         machine_detection=args.machine_detection,
         record_calls=args.record,
     )
@@ -134,7 +150,8 @@ def register(campaign: Any) -> None:
     p = campaign.add_parser(
         "create",
         help="create a draft campaign and print its id",
-        description="Times with an offset are converted to UTC; times without one are taken as UTC.",
+        description="--start/--end: times with an offset are converted to UTC; times without one are "
+        "the campaign's local time (--timezone, else dialer.default_timezone).",
     )
     p.add_argument("name", metavar="NAME")
     p.add_argument("--description")
@@ -154,12 +171,12 @@ def register(campaign: Any) -> None:
     p.add_argument(
         "--max-concurrent", type=positive_arg, metavar="N", help="this campaign's cap on live calls"
     )
-    p.add_argument("--start", type=utc_timestamp_arg, metavar="ISO", help="schedule start (ISO 8601)")
-    p.add_argument("--end", type=utc_timestamp_arg, metavar="ISO", help="schedule end (ISO 8601)")
+    p.add_argument("--start", type=timestamp_arg, metavar="ISO", help="schedule start (ISO 8601)")
+    p.add_argument("--end", type=timestamp_arg, metavar="ISO", help="schedule end (ISO 8601)")
     p.add_argument("--machine-detection", action="store_true", help="ask the carrier to detect machines")
     p.add_argument("--record", action="store_true", help="record calls")
     rules.add_arguments(p)
-    p.set_defaults(handler=command_handler(_campaign_create))
+    p.set_defaults(handler=configured_handler(_campaign_create))
 
     p = campaign.add_parser("add-contacts", help="add contacts to a campaign")
     p.add_argument("id", type=campaign_id_arg, metavar="ID")

@@ -11,6 +11,7 @@ import sys
 import uuid
 import zoneinfo
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, time
 from pathlib import Path
 
@@ -29,6 +30,8 @@ log = structlog.get_logger("dialer.operator")
 
 Work = Callable[[Connection], Awaitable[int]]
 Command = Callable[[argparse.Namespace, Connection], Awaitable[int]]
+# A command that also reads the configuration (the default time zone, the instance timeout).
+ConfiguredCommand = Callable[[argparse.Namespace, Connection, Settings], Awaitable[int]]
 
 # What each steering command offers: (the statuses a screen offers it from, the
 # status it sets). Whether a change is allowed is decided by the database alone
@@ -56,11 +59,25 @@ class UsageError(DialerError):
 # ---------------------------------------------------------------- argument types
 
 
-def campaign_id_arg(text: str) -> uuid.UUID:
+@dataclass(frozen=True)
+class CampaignRef:
+    """A campaign as the operator named it on the command line: its id, any unique
+    prefix of its id, or its exact name. `command_handler` replaces every CampaignRef
+    in the parsed arguments by the campaign's UUID before the command runs, so a
+    command (whoever wrote it) only ever sees a uuid.UUID."""
+
+    text: str
+
+
+def campaign_id_arg(text: str) -> CampaignRef | uuid.UUID:
+    """A full UUID as is (the command reports it when no such campaign exists);
+    anything else is looked up by id prefix or exact name when the command runs."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("a campaign id, id prefix or name cannot be empty")
     try:
         return uuid.UUID(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a campaign id (a UUID)") from None
+        return CampaignRef(text)
 
 
 def hours_arg(text: str) -> tuple[time, time]:
@@ -109,17 +126,33 @@ def caller_id_arg(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def utc_timestamp_arg(text: str) -> datetime:
-    """ISO 8601 → naive UTC (the schema's timestamps hold UTC); naive input is UTC."""
+def timestamp_arg(text: str) -> datetime:
+    """An ISO 8601 time, with or without an offset (`to_utc` decides what a time
+    without one means)."""
     try:
-        value = datetime.fromisoformat(text)
+        return datetime.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an ISO 8601 time (e.g. 2025-03-01T09:00+01:00)"
         ) from None
+
+
+def to_utc(value: datetime, zone: str, option: str) -> datetime:
+    """The naive UTC time the schema stores for `value`: a time with an offset is
+    converted; a time without one is a wall-clock time in `zone` (the campaign's),
+    refused when that clock skips it (a DST gap) or shows it twice (the hour a DST
+    change repeats) — an ambiguous schedule is not guessed."""
     if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
-    return value
+        return value.astimezone(UTC).replace(tzinfo=None)
+    tz = zoneinfo.ZoneInfo(zone)
+    first, second = value.replace(tzinfo=tz, fold=0), value.replace(tzinfo=tz, fold=1)
+    if first.utcoffset() != second.utcoffset():
+        problem = "occurs twice" if first.astimezone(UTC) < second.astimezone(UTC) else "does not exist"
+        raise UsageError(
+            f"{option} {value:%Y-%m-%d %H:%M} {problem} in {zone} (a daylight-saving change): "
+            "give it with an offset, e.g. 2025-03-30T03:30+02:00"
+        )
+    return first.astimezone(UTC).replace(tzinfo=None)
 
 
 def non_negative_arg(text: str) -> int:
@@ -157,6 +190,26 @@ def region_arg(text: str) -> str:
 # ---------------------------------------------------------------- plumbing
 
 
+async def resolve_campaign(conn: Connection, ref: CampaignRef) -> uuid.UUID:
+    """The one campaign whose exact name is `ref.text` or whose id starts with it;
+    CommandFailed naming the candidates when there are several, or none."""
+    found = await CampaignStore(conn).find(ref.text)
+    if len(found) == 1:
+        return found[0].id
+    shown = ref.text
+    if not found:
+        raise CommandFailed(f"no campaign has the id, id prefix or name {shown!r} (see `campaign list`)")
+    # One line (the CLI prints errors on one): every candidate's full id, status and name.
+    candidates = "; ".join(f"{c.id} ({c.status}, {c.name!r})" for c in found)
+    raise CommandFailed(f"{shown!r} matches {len(found)} campaigns: {candidates} — give more of the id")
+
+
+async def _resolve_refs(args: argparse.Namespace, conn: Connection) -> None:
+    for name, value in vars(args).items():
+        if isinstance(value, CampaignRef):
+            setattr(args, name, await resolve_campaign(conn, value))
+
+
 def run(settings: Settings, work: Work) -> int:
     """Run `work` on one connection to the configured (or embedded) database."""
 
@@ -171,20 +224,27 @@ def run(settings: Settings, work: Work) -> int:
         return asyncio.run(go(endpoints.url))
 
 
-def command_handler(
-    work: Command,
-) -> Callable[[argparse.Namespace, Settings], int]:
-    """Adapt `async (args, conn) -> int` to the CLI's `(args, settings) -> int`,
-    turning UsageError into exit 2."""
+def configured_handler(work: ConfiguredCommand) -> Callable[[argparse.Namespace, Settings], int]:
+    """Adapt `async (args, conn, settings) -> int` to the CLI's `(args, settings) ->
+    int`: campaign references resolved to ids first, UsageError turned into exit 2."""
+
+    async def resolved(args: argparse.Namespace, conn: Connection, settings: Settings) -> int:
+        await _resolve_refs(args, conn)
+        return await work(args, conn, settings)
 
     def handler(args: argparse.Namespace, settings: Settings) -> int:
         try:
-            return run(settings, lambda conn: work(args, conn))
+            return run(settings, lambda conn: resolved(args, conn, settings))
         except UsageError as exc:
             print(f"error: {printable(str(exc))}", file=sys.stderr)
             return 2
 
     return handler
+
+
+def command_handler(work: Command) -> Callable[[argparse.Namespace, Settings], int]:
+    """Like `configured_handler`, for a command that needs no configuration."""
+    return configured_handler(lambda args, conn, _settings: work(args, conn))
 
 
 def make_console() -> Console:

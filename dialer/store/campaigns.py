@@ -75,6 +75,15 @@ class StatusHistoryEntry:
 
 
 @dataclass(frozen=True)
+class CampaignMatch:
+    """A campaign an operator's reference may mean."""
+
+    id: uuid.UUID
+    name: str
+    status: CampaignStatus
+
+
+@dataclass(frozen=True)
 class CampaignSummary:
     """One line of `campaign list`."""
 
@@ -165,6 +174,25 @@ class CampaignStore:
         """The campaign, or None."""
         row = await self._conn.fetchrow(self._GET, campaign_id)
         return campaign_from_row(row) if row is not None else None
+
+    # An exact name, or an id prefix ($2: lower-case hex without dashes; NULL when
+    # the text cannot be one). The campaigns table is small: a scan is fine.
+    _FIND: Final = """
+        SELECT id, name, status::text AS status
+        FROM campaigns
+        WHERE name = $1 OR replace(id::text, '-', '') LIKE $2 || '%'
+        ORDER BY created_at DESC, id
+        LIMIT $3
+    """
+
+    @translate_errors
+    async def find(self, text: str, limit: int = 20) -> list[CampaignMatch]:
+        """Campaigns whose exact name is `text` or whose id starts with it (dashes
+        optional, any case), newest first."""
+        hex_prefix = text.strip().lower().replace("-", "")
+        prefix = hex_prefix if hex_prefix and all(ch in "0123456789abcdef" for ch in hex_prefix) else None
+        rows = await self._conn.fetch(self._FIND, text, prefix, limit)
+        return [CampaignMatch(id=r["id"], name=r["name"], status=CampaignStatus(r["status"])) for r in rows]
 
     _LIST: Final = """
         SELECT c.id, c.name, c.status::text AS status, c.created_at,
