@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from dialer.models import CampaignStatus, Disposition
+from dialer.status import idle_reason
 from dialer.store.campaigns import CampaignProgress, CampaignSummary
 from dialer.text import printable
 
@@ -35,8 +36,10 @@ STATUS_STYLE: dict[str, str] = {
 }
 
 
-def describe_due(due: datetime | None, now: datetime | None) -> str:
-    """'2025-03-01 09:00:00 UTC (in 4m)', 'now', or 'none'."""
+def describe_due(due: datetime | None, now: datetime | None, held: str | None = None) -> str:
+    """'2025-03-01 09:00:00 UTC (in 4m)', '… (due now)', or 'none'. A call that is due
+    but held (`held`: the reason nothing is dialed, e.g. paused, calling hours) says
+    so instead of "due now"."""
     if due is None:
         return "none"
     when = f"{due:%Y-%m-%d %H:%M:%S} UTC"
@@ -44,8 +47,26 @@ def describe_due(due: datetime | None, now: datetime | None) -> str:
         return when
     seconds = int((due - now).total_seconds())
     if seconds <= 0:
-        return f"{when} (due now)"
+        return f"{when} (held: {held})" if held else f"{when} (due now)"
     return f"{when} (in {_duration(seconds)})"
+
+
+def dialing_state(p: CampaignProgress) -> str | None:
+    """'dialing', or why not (dialer.status.idle_reason); None when not read."""
+    if p.dialing is None:
+        return None
+    return idle_reason(p.dialing) or ("dialing" if p.status == CampaignStatus.ACTIVE else p.status)
+
+
+def status_line(p: CampaignProgress) -> str:
+    """One line for `campaign status --watch` when stdout is not a terminal: printed
+    each time it changes, so a log or a pipe gets one line per change."""
+    live = p.dialing.live_calls if p.dialing is not None else p.pending_calls
+    state = dialing_state(p) or p.status
+    return (
+        f"{printable(p.name)} {p.id} {p.status}: {p.finished_contacts}/{p.contacts} contacts final, "
+        f"{p.successful_calls} successful, {p.failed_calls} failed, {live} live; {printable(state)}"
+    )
 
 
 def _duration(seconds: int) -> str:
@@ -92,7 +113,11 @@ def render_progress(p: CampaignProgress) -> RenderableType:
     )
     facts.add_row("dispositions", Text(printable(dispositions_line(p.dispositions))))
     facts.add_row("dial rate", Text(f"{p.dialed_last_minute} calls in the last minute"))
-    facts.add_row("next due call", Text(describe_due(p.next_due_at, p.now)))
+    state = dialing_state(p)
+    held = state if state is not None and state != "dialing" else None
+    if state is not None:
+        facts.add_row("now", Text(printable(state), style="" if held else "green"))
+    facts.add_row("next due call", Text(printable(describe_due(p.next_due_at, p.now, held))))
     parts: list[RenderableType] = [title, bar, facts]
     if p.last_error:
         parts.append(Text(f"last error: {printable(p.last_error)}", style="bold red"))
@@ -144,6 +169,8 @@ async def watch(
     snapshots. `max_updates` bounds the loop for tests."""
     snapshots = await fetch()
     updates = 1
+    if not console.is_terminal:
+        return await _watch_lines(fetch, console, snapshots, interval=interval, max_updates=max_updates)
     with Live(render_many(snapshots), console=console, refresh_per_second=4, transient=False) as live:
         while not (snapshots and all(s.is_final for s in snapshots)):
             if max_updates is not None and updates >= max_updates:
@@ -153,3 +180,31 @@ async def watch(
             updates += 1
             live.update(render_many(snapshots))
     return snapshots
+
+
+async def _watch_lines(
+    fetch: Callable[[], Awaitable[list[CampaignProgress]]],
+    console: Console,
+    snapshots: list[CampaignProgress],
+    *,
+    interval: float,
+    max_updates: int | None,
+) -> list[CampaignProgress]:
+    """`watch` without a terminal: one line per campaign whenever its line changes,
+    each stamped with the database's clock (UTC)."""
+    shown: dict[object, str] = {}
+    updates = 1
+    while True:
+        for snapshot in snapshots:
+            line = status_line(snapshot)
+            if shown.get(snapshot.id) != line:
+                shown[snapshot.id] = line
+                stamp = f"{snapshot.now:%Y-%m-%d %H:%M:%S} UTC " if snapshot.now else ""
+                console.print(Text(stamp + line), soft_wrap=True)
+        if snapshots and all(s.is_final for s in snapshots):
+            return snapshots
+        if max_updates is not None and updates >= max_updates:
+            return snapshots
+        await asyncio.sleep(interval)
+        snapshots = await fetch()
+        updates += 1

@@ -7,7 +7,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import sys
+import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -15,10 +17,11 @@ from typing import Any
 from dialer import progress
 from dialer.config import Settings
 from dialer.database import Connection
+from dialer.models import CampaignStatus
 from dialer.operator import rules
 from dialer.operator.common import (
-    Command,
     CommandFailed,
+    ConfiguredCommand,
     UsageError,
     add_region,
     caller_id_arg,
@@ -39,7 +42,7 @@ from dialer.operator.common import (
     zone_arg,
 )
 from dialer.operator.contacts import import_contacts
-from dialer.store.campaigns import CampaignStore, NewCampaign
+from dialer.store.campaigns import CampaignProgress, CampaignStore, NewCampaign
 from dialer.text import printable
 
 
@@ -98,10 +101,20 @@ async def _campaign_add_contacts(args: argparse.Namespace, conn: Connection) -> 
     return 0
 
 
-def _transition(command: str) -> Command:
-    async def run(args: argparse.Namespace, conn: Connection) -> int:
-        target = await steer(CampaignStore(conn), args.id, command)
+NO_DAEMON_WARNING = (
+    "warning: no daemon has a fresh heartbeat: nothing is dialed until one runs (`dialer run`)"
+)
+
+
+def _transition(command: str) -> ConfiguredCommand:
+    async def run(args: argparse.Namespace, conn: Connection, settings: Settings) -> int:
+        store = CampaignStore(conn)
+        target = await steer(store, args.id, command)
         print(f"campaign {args.id} is now {target}")
+        if target == CampaignStatus.ACTIVE and not await store.live_instances(
+            settings.dialer.instance_timeout_seconds
+        ):
+            print(NO_DAEMON_WARNING, file=sys.stderr)
         return 0
 
     return run
@@ -112,12 +125,25 @@ async def _campaign_list(args: argparse.Namespace, conn: Connection) -> int:
     return 0
 
 
-async def _campaign_status(args: argparse.Namespace, conn: Connection) -> int:
+async def _campaign_status(args: argparse.Namespace, conn: Connection, settings: Settings) -> int:
     store = CampaignStore(conn)
 
-    async def fetch() -> list[Any]:
+    async def snapshot(campaign_id: uuid.UUID) -> CampaignProgress | None:
+        # One consistent moment: the counters and the reason read in one snapshot.
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            found = await store.progress(campaign_id)
+            if found is None:
+                return None
+            dialing = await store.dialing(
+                campaign_id,
+                default_timezone=settings.dialer.default_timezone,
+                instance_timeout_seconds=settings.dialer.instance_timeout_seconds,
+            )
+        return dataclasses.replace(found, dialing=dialing)
+
+    async def fetch() -> list[CampaignProgress]:
         ids = [args.id] if args.id else await store.open_ids()
-        snapshots = [await store.progress(i) for i in ids]
+        snapshots = [await snapshot(i) for i in ids]
         if args.id and snapshots[0] is None:
             raise CommandFailed(f"no campaign with id {args.id}")
         return [s for s in snapshots if s is not None]
@@ -195,7 +221,7 @@ def register(campaign: Any) -> None:
     for command, text in helps.items():
         p = campaign.add_parser(command, help=text)
         p.add_argument("id", type=campaign_id_arg, metavar="ID")
-        p.set_defaults(handler=command_handler(_transition(command)))
+        p.set_defaults(handler=configured_handler(_transition(command)))
 
     p = campaign.add_parser(
         "history", help="every status change of a campaign: when, from → to, by whom (role and program)"
@@ -208,6 +234,10 @@ def register(campaign: Any) -> None:
 
     p = campaign.add_parser("status", help="progress of one campaign (default: every open one)")
     p.add_argument("id", type=campaign_id_arg, metavar="ID", nargs="?")
-    p.add_argument("--watch", action="store_true", help="follow live until final (Ctrl-C stops)")
+    p.add_argument(
+        "--watch",
+        action="store_true",
+        help="follow live until final (Ctrl-C stops); without a terminal, one line per change",
+    )
     p.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help=argparse.SUPPRESS)
-    p.set_defaults(handler=command_handler(_campaign_status))
+    p.set_defaults(handler=configured_handler(_campaign_status))

@@ -17,6 +17,7 @@ import asyncpg
 from dialer.database import translate_errors
 from dialer.errors import DialerError
 from dialer.models import Campaign, CampaignStatus, Disposition
+from dialer.status import DialingSnapshot
 from dialer.store.base import CAMPAIGN_COLUMNS, campaign_from_row
 
 FINAL_CAMPAIGN_STATUSES = frozenset({CampaignStatus.COMPLETED, CampaignStatus.CANCELLED})
@@ -115,6 +116,7 @@ class CampaignProgress:
     dialed_last_minute: int = 0
     next_due_at: datetime | None = None  # naive UTC
     now: datetime | None = None  # the database's clock (naive UTC) when read
+    dialing: DialingSnapshot | None = None  # what says why it is not dialing, when read
 
     @property
     def finished_contacts(self) -> int:
@@ -128,6 +130,71 @@ class CampaignProgress:
 
 
 _OPEN_DISPOSITIONS = frozenset(d for d in Disposition if not d.is_final)
+
+
+OPEN_DISPOSITIONS: Final = ("pending", "scheduled", "in_progress")
+
+# The scheduled calls already due, for one campaign row `c` at `now` ({zone}: the
+# parameter holding the zone of last resort): whether any is due, whether any is
+# inside its contact's calling hours by the claim's own rule (dialer_in_calling_hours
+# in the contact's zone, else the campaign's), and the zone of the earliest one. The
+# EXISTS stops at the first dialable call; when none is, it reads every due call of
+# the campaign once (what one claim pass reads too).
+DUE_WORK_COLUMNS: Final = """
+    EXISTS (SELECT 1 FROM calls k
+            WHERE k.campaign_id = c.id AND k.status = 'scheduled' AND k.scheduled_at <= {now}) AS due_now,
+    EXISTS (SELECT 1 FROM calls k JOIN contacts ct ON ct.id = k.contact_id
+            WHERE k.campaign_id = c.id AND k.status = 'scheduled' AND k.scheduled_at <= {now}
+              AND dialer_may_call({now}, coalesce(ct.resolved_timezone, c.timezone, {zone}),
+                                  c.calling_hours_start, c.calling_hours_end, c.calling_days,
+                                  c.id, c.holiday_calendar)
+           ) AS due_dialable,
+    (SELECT coalesce(ct.resolved_timezone, c.timezone, {zone})
+     FROM calls k JOIN contacts ct ON ct.id = k.contact_id
+     WHERE k.campaign_id = c.id AND k.status = 'scheduled' AND k.scheduled_at <= {now}
+     ORDER BY k.scheduled_at LIMIT 1) AS due_zone
+"""
+
+
+def day_columns(now: str, default_zone: str) -> str:
+    """closed_day and next_open_day of campaign `c` (SQL) in its zone's local date at
+    `now`, by the claim's own functions (sql/0012). Only for an active, valid campaign:
+    no other status is explained by the day, and a calendar never loaded would make
+    the search walk a year."""
+    local = f"timezone(coalesce(c.timezone, {default_zone}), timezone('UTC', {now}))::date"
+    dialable = "c.status = 'active' AND c.last_error IS NULL"
+    return f"""
+        CASE WHEN {dialable} THEN dialer_closed_day({local}, c.id, c.holiday_calendar) END AS closed_day,
+        CASE WHEN {dialable} THEN dialer_next_open_day({local}, c.id, c.holiday_calendar, c.calling_days)
+        END AS next_open_day"""
+
+
+def dialing_snapshot(row: Any, live_instances: int | None = None) -> DialingSnapshot:
+    """The DialingSnapshot of a row holding a campaign's columns, `now`, `zone`,
+    `in_calling_hours`, the contact and call counts, and (when read) DUE_WORK_COLUMNS."""
+    keys = set(row.keys())
+    return DialingSnapshot(
+        status=str(row["status"]),
+        last_error=row["last_error"],
+        now=row["now"],
+        contacts=row["contacts"],
+        open_contacts=row["open_contacts"],
+        live_calls=row["live_calls"],
+        next_due_at=row["next_due_at"],
+        live_instances=row["live_instances"] if live_instances is None else live_instances,
+        zone=row["zone"],
+        in_calling_hours=bool(row["in_calling_hours"]),
+        hours_start=row["calling_hours_start"],
+        hours_end=row["calling_hours_end"],
+        days=list(row["calling_days"]) if row["calling_days"] is not None else None,
+        schedule_start=row["schedule_start"],
+        schedule_end=row["schedule_end"],
+        due_now=row["due_now"] if "due_now" in keys else None,
+        due_dialable=row["due_dialable"] if "due_dialable" in keys else None,
+        due_zone=row["due_zone"] if "due_zone" in keys else None,
+        closed_day=row["closed_day"] if "closed_day" in keys else None,
+        next_open_day=row["next_open_day"] if "next_open_day" in keys else None,
+    )
 
 
 class CampaignStore:
@@ -294,6 +361,50 @@ class CampaignStore:
             campaign_id,
         )
         return int(added)
+
+    _DIALING: Final = f"""
+        WITH m AS (SELECT timezone('utc', now()) AS now)
+        SELECT m.now, c.status::text AS status, c.last_error, c.schedule_start, c.schedule_end,
+               c.calling_hours_start, c.calling_hours_end, c.calling_days,
+               coalesce(c.timezone, $2) AS zone,
+               dialer_in_calling_hours(m.now, coalesce(c.timezone, $2), c.calling_hours_start,
+                                       c.calling_hours_end, c.calling_days) AS in_calling_hours,
+               (SELECT count(*) FROM dialer_instances i
+                WHERE i.stopped_at IS NULL
+                  AND i.heartbeat_at > m.now - make_interval(secs => $3)) AS live_instances,
+               (SELECT count(*) FROM campaign_contacts cc WHERE cc.campaign_id = c.id) AS contacts,
+               (SELECT count(*) FROM campaign_contacts cc
+                WHERE cc.campaign_id = c.id AND cc.call_status IN {OPEN_DISPOSITIONS!r}) AS open_contacts,
+               (SELECT count(*) FROM calls k
+                WHERE k.campaign_id = c.id AND k.status IN ('pending', 'in_progress')) AS live_calls,
+               (SELECT min(k.scheduled_at) FROM calls k
+                WHERE k.campaign_id = c.id AND k.status = 'scheduled') AS next_due_at,
+               {DUE_WORK_COLUMNS.format(now="m.now", zone="$2")},
+               {day_columns("m.now", "$2")}
+        FROM m, campaigns c WHERE c.id = $1
+    """
+
+    @translate_errors
+    async def dialing(
+        self, campaign_id: uuid.UUID, *, default_timezone: str, instance_timeout_seconds: float
+    ) -> DialingSnapshot | None:
+        """What decides whether the campaign dials now (dialer.status.idle_reason says
+        why not); None when there is no such campaign. `default_timezone` and
+        `instance_timeout_seconds` are the configuration's (dialer.*)."""
+        row = await self._conn.fetchrow(
+            self._DIALING, campaign_id, default_timezone, instance_timeout_seconds
+        )
+        return dialing_snapshot(row) if row is not None else None
+
+    @translate_errors
+    async def live_instances(self, instance_timeout_seconds: float) -> int:
+        """Daemons whose heartbeat is fresher than `instance_timeout_seconds`."""
+        return int(await self._conn.fetchval(self._LIVE_INSTANCES, instance_timeout_seconds))
+
+    _LIVE_INSTANCES: Final = """
+        SELECT count(*) FROM dialer_instances
+        WHERE stopped_at IS NULL AND heartbeat_at > timezone('utc', now()) - make_interval(secs => $1)
+    """
 
     @translate_errors
     async def progress(self, campaign_id: uuid.UUID) -> CampaignProgress | None:

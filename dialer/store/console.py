@@ -22,7 +22,13 @@ import asyncpg
 
 from dialer.database import translate_errors
 from dialer.status import DialingSnapshot
-from dialer.store.campaigns import CampaignProgress, CampaignStore
+from dialer.store.campaigns import (
+    DUE_WORK_COLUMNS,
+    CampaignProgress,
+    CampaignStore,
+    day_columns,
+    dialing_snapshot,
+)
 
 BOARD_LIMIT = 200  # campaigns on the board, open ones first
 FAILURES_LIMIT = 20
@@ -133,38 +139,8 @@ def _like(text: str) -> str:
 
 
 def _dialing(row: Mapping[str, Any], now: datetime, live_instances: int) -> DialingSnapshot:
-    return DialingSnapshot(
-        status=row["status"],
-        last_error=row["last_error"],
-        now=now,
-        contacts=row["contacts"],
-        open_contacts=row["open_contacts"],
-        live_calls=row["live_calls"],
-        next_due_at=row["next_due_at"],
-        live_instances=live_instances,
-        zone=row["zone"],
-        in_calling_hours=bool(row["in_calling_hours"]),
-        hours_start=row["calling_hours_start"],
-        hours_end=row["calling_hours_end"],
-        days=list(row["calling_days"]) if row["calling_days"] is not None else None,
-        schedule_start=row["schedule_start"],
-        schedule_end=row["schedule_end"],
-        closed_day=row["closed_day"],
-        next_open_day=row["next_open_day"],
-    )
-
-
-def _day_columns(now: str, default_zone: str) -> str:
-    """closed_day and next_open_day of campaign `c` (SQL) in its zone's local date at
-    `now`, by the claim's own functions (sql/0012). Only for an active, valid campaign:
-    no other status is explained by the day, and a calendar never loaded would make
-    the search walk a year."""
-    local = f"timezone(coalesce(c.timezone, {default_zone}), timezone('UTC', {now}))::date"
-    dialable = "c.status = 'active' AND c.last_error IS NULL"
-    return f"""
-        CASE WHEN {dialable} THEN dialer_closed_day({local}, c.id, c.holiday_calendar) END AS closed_day,
-        CASE WHEN {dialable} THEN dialer_next_open_day({local}, c.id, c.holiday_calendar, c.calling_days)
-        END AS next_open_day"""
+    # One builder for the CLI's and the console's snapshots (dialer.status explains them).
+    return dialing_snapshot({**row, "now": now}, live_instances)
 
 
 class ConsoleStore:
@@ -209,7 +185,7 @@ class ConsoleStore:
                    c.calling_days, coalesce(c.timezone, $1) AS zone,
                    dialer_in_calling_hours(m.now, coalesce(c.timezone, $1), c.calling_hours_start,
                                            c.calling_hours_end, c.calling_days) AS in_calling_hours,
-                   {_day_columns("m.now", "$1")},
+                   {day_columns("m.now", "$1")},
                    (SELECT count(*) FROM campaign_contacts cc WHERE cc.campaign_id = c.id) AS contacts,
                    (SELECT count(*) FROM campaign_contacts cc
                     WHERE cc.campaign_id = c.id
@@ -255,10 +231,13 @@ class ConsoleStore:
         ]
         return Board(now=now, live_instances=live_instances, rows=board_rows)
 
+    # The page reads the due work exactly (DUE_WORK_COLUMNS), as `campaign status`
+    # does; the board, refreshed for every campaign at once, judges by the campaign's zone.
     CAMPAIGN = f"""
         SELECT timezone('utc', now()) AS now, c.*,
+               {DUE_WORK_COLUMNS.format(now="timezone('utc', now())", zone="$2")},
                coalesce(c.timezone, $2) AS zone,
-               {_day_columns("timezone('utc', now())", "$2")},
+               {day_columns("timezone('utc', now())", "$2")},
                dialer_in_calling_hours(timezone('utc', now()), coalesce(c.timezone, $2),
                                        c.calling_hours_start, c.calling_hours_end,
                                        c.calling_days) AS in_calling_hours,
