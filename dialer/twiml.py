@@ -71,6 +71,17 @@ def _problems(template: str) -> list[str]:
     return problems
 
 
+def custom_keys(template: str | None) -> list[str]:
+    """The `{{custom.KEY}}` keys a template reads, as written, in order, once per
+    field_key."""
+    found: dict[str, str] = {}
+    for match in _PLACEHOLDER.finditer(template or ""):
+        custom = _CUSTOM.fullmatch(match.group(1).strip())
+        if custom:
+            found.setdefault(field_key(custom.group(1)), custom.group(1))
+    return list(found.values())
+
+
 def validate_template(template: str) -> None:
     """Raise TemplateError naming every unknown or malformed placeholder in `template`.
 

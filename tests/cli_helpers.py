@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from dialer.cli import main
+from tests.harness import FROM_NUMBER
 
 
 class Cli:
@@ -34,10 +35,12 @@ class Cli:
 def cli(
     db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> Cli:
-    """`dialer` pointed at the test database, with an empty config file and quiet logs."""
+    """`dialer` pointed at the test database, with an empty config file, a caller id
+    (as a configured system has) and quiet logs."""
     config = tmp_path / "config.toml"
     config.write_text("")
     monkeypatch.setenv("DIALER_CONFIG", str(config))
     monkeypatch.setenv("DIALER_DATABASE__URL", db_url)
+    monkeypatch.setenv("DIALER_TWILIO__FROM_NUMBER", FROM_NUMBER)
     monkeypatch.setenv("DIALER_LOGGING__LEVEL", "warning")
     return Cli(capsys)

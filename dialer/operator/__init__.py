@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dialer.operator import blackout, campaigns, contacts, db, results
+from dialer.operator import blackout, campaigns, contacts, db, edit, results
 from dialer.operator.common import TRANSITIONS, CommandFailed, UsageError, open_campaign, steer
 
 __all__ = ["TRANSITIONS", "CommandFailed", "UsageError", "open_campaign", "register_cli", "steer"]
@@ -36,4 +36,5 @@ def register_cli(sub: Any) -> None:
     campaigns.register(campaign_sub)
     results.register(campaign_sub, sub)
     blackout.register(blackout_sub)
+    edit.register(campaign_sub)
     db.register_cli(sub)

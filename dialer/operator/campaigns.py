@@ -17,8 +17,9 @@ from typing import Any
 from dialer import progress
 from dialer.config import Settings
 from dialer.database import Connection
-from dialer.models import CampaignStatus
+from dialer.models import Campaign, CampaignStatus
 from dialer.operator import rules
+from dialer.operator.checks import check_campaign, enforce
 from dialer.operator.common import (
     CommandFailed,
     ConfiguredCommand,
@@ -44,6 +45,33 @@ from dialer.operator.common import (
 from dialer.operator.contacts import import_contacts
 from dialer.store.campaigns import CampaignProgress, CampaignStore, NewCampaign
 from dialer.text import printable
+
+
+def draft_of(new: NewCampaign) -> Campaign:
+    """The campaign `new` would create, as validation sees it (the schema's defaults
+    for what is not given)."""
+    return Campaign(
+        id=uuid.UUID(int=0),
+        name=new.name,
+        status=CampaignStatus.DRAFT,
+        script_template=new.script_template,
+        caller_id=new.caller_id,
+        timezone=new.timezone,
+        schedule_start=new.schedule_start,
+        schedule_end=new.schedule_end,
+        calling_hours_start=new.calling_hours_start,
+        calling_hours_end=new.calling_hours_end,
+        calling_days=new.calling_days,
+        max_retries=2 if new.max_retries is None else new.max_retries,
+        retry_delay_minutes=60 if new.retry_delay_minutes is None else new.retry_delay_minutes,
+        max_concurrent_calls=new.max_concurrent_calls,
+        machine_detection=new.machine_detection,
+        machine_is_failure=False,
+        record_calls=new.record_calls,
+        ring_timeout_seconds=30,
+        time_limit_seconds=600,
+        last_error=None,
+    )
 
 
 def schedule_window(
@@ -86,7 +114,9 @@ async def _campaign_create(args: argparse.Namespace, conn: Connection, settings:
         machine_detection=args.machine_detection,
         record_calls=args.record,
     )
-    campaign_id = await CampaignStore(conn).create(new)
+    store = CampaignStore(conn)
+    enforce(await check_campaign(store, draft_of(new), settings, with_contacts=False), "campaign not created")
+    campaign_id = await store.create(new)
     log.debug("campaign_created", campaign_id=str(campaign_id))
     print(campaign_id)
     return 0
@@ -109,7 +139,12 @@ NO_DAEMON_WARNING = (
 def _transition(command: str) -> ConfiguredCommand:
     async def run(args: argparse.Namespace, conn: Connection, settings: Settings) -> int:
         store = CampaignStore(conn)
-        target = await steer(store, args.id, command)
+
+        async def checked(campaign: Campaign) -> None:
+            verdict = await check_campaign(store, campaign, settings)
+            enforce(verdict, f"cannot {command} campaign {campaign.id}")
+
+        target = await steer(store, args.id, command, before_activation=checked)
         print(f"campaign {args.id} is now {target}")
         if target == CampaignStatus.ACTIVE and not await store.live_instances(
             settings.dialer.instance_timeout_seconds

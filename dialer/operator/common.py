@@ -265,12 +265,24 @@ async def open_campaign(conn: Connection, campaign_id: uuid.UUID) -> Campaign:
     return campaign
 
 
-async def steer(store: CampaignStore, campaign_id: uuid.UUID, command: str) -> str:
+async def steer(
+    store: CampaignStore,
+    campaign_id: uuid.UUID,
+    command: str,
+    *,
+    before_activation: Callable[[Campaign], Awaitable[None]] | None = None,
+) -> str:
     """Apply a steering command (start, pause, resume, cancel) and return the status
     now; CommandFailed with the database's reason when the change is refused (the one
     rule lives there, docs/invariants.md#7). A campaign already in the target status
-    is left as it is. The CLI and the console both steer through here."""
+    is left as it is. The CLI and the console both steer through here.
+    `before_activation` sees a draft or paused campaign before it becomes active (the
+    CLI checks it, operator/checks.py) and may refuse by raising CommandFailed."""
     _, target = TRANSITIONS[command]
+    if before_activation is not None and target == CampaignStatus.ACTIVE:
+        campaign = await store.get(campaign_id)
+        if campaign is not None and campaign.status in (CampaignStatus.DRAFT, CampaignStatus.PAUSED):
+            await before_activation(campaign)
     try:
         change = await store.set_status(campaign_id, target)
     except TransitionRefused as exc:

@@ -8,6 +8,7 @@ on that column wakes the daemon (docs/campaigns.md#lifecycle).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, time
 from typing import Any, Final
@@ -16,11 +17,20 @@ import asyncpg
 
 from dialer.database import translate_errors
 from dialer.errors import DialerError
-from dialer.models import Campaign, CampaignStatus, Disposition
+from dialer.models import Campaign, CampaignStatus, Contact, Disposition
 from dialer.status import DialingSnapshot
 from dialer.store.base import CAMPAIGN_COLUMNS, campaign_from_row
 
 FINAL_CAMPAIGN_STATUSES = frozenset({CampaignStatus.COMPLETED, CampaignStatus.CANCELLED})
+# What `campaign edit` may change (never the status, the counters or last_error).
+EDITABLE_COLUMNS = frozenset(
+    {
+        "name", "description", "script_template", "calling_hours_start", "calling_hours_end",
+        "calling_days", "timezone", "max_retries", "retry_delay_minutes", "caller_id",
+        "max_concurrent_calls", "schedule_start", "schedule_end", "machine_detection", "record_calls",
+        "holiday_calendar",
+    }
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,14 @@ class StatusChange:
     @property
     def changed(self) -> bool:
         return self.before != self.after
+
+
+@dataclass(frozen=True)
+class EditResult:
+    """What `update` did: `status` is the campaign's status now (None: no campaign)."""
+
+    changed: bool
+    status: CampaignStatus | None
 
 
 @dataclass(frozen=True)
@@ -341,6 +359,93 @@ class CampaignStore:
                 to_status=CampaignStatus(r["to_status"]),
                 changed_at=r["changed_at"],
                 changed_by=r["changed_by"],
+            )
+            for r in rows
+        ]
+
+    _ZONES: Final = "SELECT name FROM pg_timezone_names"
+
+    @translate_errors
+    async def known_zones(self) -> frozenset[str]:
+        """The IANA zones PostgreSQL knows (calling hours are computed in SQL)."""
+        return frozenset(r["name"] for r in await self._conn.fetch(self._ZONES))
+
+    # Only the given columns; only while the status allows it (checked and written in
+    # one statement, so a concurrent start cannot slip between the check and the write).
+    _UPDATE: Final = """
+        UPDATE campaigns SET {assignments}
+        WHERE id = $1 AND status = ANY($2::campaign_status[])
+        RETURNING true
+    """
+
+    _STATUS: Final = "SELECT status::text FROM campaigns WHERE id = $1"
+
+    @translate_errors
+    async def update(
+        self, campaign_id: uuid.UUID, changes: dict[str, Any], allowed_in: Collection[CampaignStatus]
+    ) -> EditResult:
+        """Set `changes` (column → value, None = NULL) if the campaign's status is one
+        of `allowed_in`; `status` of the result is the status now (None: no campaign)."""
+        unknown = set(changes) - EDITABLE_COLUMNS
+        if unknown:
+            raise ValueError(f"not editable: {sorted(unknown)}")
+        assignments = ", ".join(f"{column} = ${i}" for i, column in enumerate(changes, start=3))
+        changed = await self._conn.fetchval(
+            self._UPDATE.format(assignments=assignments),
+            campaign_id,
+            [s.value for s in allowed_in],
+            *changes.values(),
+        )
+        current = await self._conn.fetchval(self._STATUS, campaign_id)
+        return EditResult(changed=bool(changed), status=CampaignStatus(current) if current else None)
+
+    # The sets of non-blank keys {{custom.KEY}} can read for each of the campaign's
+    # contacts (its fields in this campaign and its own custom_fields), with how many
+    # contacts have each: few distinct sets in practice (one per pattern of blank
+    # columns), so the keys are compared in Python by the one normalisation rule
+    # (twiml.field_key) instead of a second copy of it in SQL.
+    _KEY_SETS: Final = """
+        SELECT keys, count(*) AS n
+        FROM (SELECT array(SELECT DISTINCT f.key
+                           FROM (SELECT * FROM jsonb_each_text(ct.custom_fields)
+                                 UNION ALL SELECT * FROM jsonb_each_text(cc.fields)) f
+                           WHERE btrim(f.value) <> '' ORDER BY 1) AS keys
+              FROM campaign_contacts cc JOIN contacts ct ON ct.id = cc.contact_id
+              WHERE cc.campaign_id = $1) s
+        GROUP BY keys
+    """
+
+    @translate_errors
+    async def custom_key_sets(self, campaign_id: uuid.UUID) -> list[tuple[list[str], int]]:
+        """(non-blank custom-field keys, number of contacts with exactly those) for the campaign."""
+        rows = await self._conn.fetch(self._KEY_SETS, campaign_id)
+        return [(list(r["keys"]), int(r["n"])) for r in rows]
+
+    _SAMPLE: Final = """
+        SELECT ct.id, ct.first_name, ct.last_name, ct.phone_number, ct.email, ct.custom_fields,
+               cc.fields
+        FROM campaign_contacts cc JOIN contacts ct ON ct.id = cc.contact_id
+        WHERE cc.campaign_id = $1
+        ORDER BY cc.created_at, cc.id
+        LIMIT $2
+    """
+
+    @translate_errors
+    async def sample_contacts(self, campaign_id: uuid.UUID, limit: int) -> list[tuple[uuid.UUID, Contact]]:
+        """The campaign's first `limit` contacts (in the order they were added), as a
+        call renders them."""
+        rows = await self._conn.fetch(self._SAMPLE, campaign_id, limit)
+        return [
+            (
+                r["id"],
+                Contact(
+                    first_name=r["first_name"],
+                    last_name=r["last_name"],
+                    phone_number=r["phone_number"],
+                    email=r["email"],
+                    custom_fields=r["custom_fields"] or {},
+                    fields=r["fields"] or {},
+                ),
             )
             for r in rows
         ]

@@ -29,9 +29,9 @@ async def test_unique_prefix_and_exact_name_find_the_campaign(cli: Cli, conn: as
     """A unique id prefix (any case, dashes optional) and an exact name both name the campaign."""
     cid = await _campaign(conn, "Flu shots", "abcdef12-3456-4789-8abc-def012345678")
     await _campaign(conn, "Other", "12345678-3456-4789-8abc-def012345678")
-    assert await cli("campaign", "start", "abcd") == (0, f"campaign {cid} is now active\n", "")
-    assert await cli("campaign", "pause", "ABCDEF12-34") == (0, f"campaign {cid} is now paused\n", "")
-    assert await cli("campaign", "resume", "Flu shots") == (0, f"campaign {cid} is now active\n", "")
+    assert (await cli("campaign", "start", "abcd"))[:2] == (0, f"campaign {cid} is now active\n")
+    assert (await cli("campaign", "pause", "ABCDEF12-34"))[:2] == (0, f"campaign {cid} is now paused\n")
+    assert (await cli("campaign", "resume", "Flu shots"))[:2] == (0, f"campaign {cid} is now active\n")
     code, out, _ = await cli("campaign", "status", "abcdef123456")
     assert code == 0 and str(cid) in out
 
