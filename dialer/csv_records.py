@@ -31,10 +31,53 @@ SpanRule = Callable[[int], bool]  # may the field at this 0-based position span 
 
 @dataclass(frozen=True)
 class BadRecord:
-    """A record that cannot be parsed: its first line, and why (printable text)."""
+    """A record that cannot be parsed (or a row the importer rejects): its first line,
+    why (printable text), and what it held — the parsed fields, or the raw text of a
+    line the parser could not read — for a rejects file."""
 
     line: int
     reason: str
+    fields: tuple[str, ...] = ()
+
+
+# Encodings a spreadsheet export is in, tried in this order when none is given: UTF-8
+# (a byte-order mark or not), else Windows-1252 — Excel's "CSV" on Western Windows,
+# which is Latin-1 plus curly quotes and the euro sign in 0x80-0x9F — else Latin-1,
+# which decodes any byte (cp1252 leaves five bytes undefined).
+SNIFF_BYTES = 1 << 20
+DELIMITERS = (",", ";", "\t", "|")
+
+
+def detect_encoding(sample: bytes, *, complete: bool) -> str:
+    """The encoding of a file that begins with `sample` (`complete`: the whole file)."""
+    if sample.startswith(b"\xef\xbb\xbf"):
+        return "utf-8-sig"
+    try:
+        sample.decode("utf-8")
+        return "utf-8-sig"
+    except UnicodeDecodeError as exc:
+        # A multi-byte character cut by the end of the sample is still UTF-8.
+        if not complete and exc.start >= len(sample) - 3 and exc.reason == "unexpected end of data":
+            return "utf-8-sig"
+    try:
+        sample.decode("cp1252")
+        return "cp1252"
+    except UnicodeDecodeError:
+        return "latin-1"
+
+
+def detect_delimiter(header: str) -> str:
+    """The delimiter of a CSV header line: the most frequent of , ; tab | outside
+    quotes (a comma on a tie or when there is none: a one-column file)."""
+    counts = dict.fromkeys(DELIMITERS, 0)
+    quoted = False
+    for ch in header:
+        if ch == '"':
+            quoted = not quoted
+        elif not quoted and ch in counts:
+            counts[ch] += 1
+    best = max(DELIMITERS, key=lambda d: counts[d])
+    return best if counts[best] > counts[","] else ","
 
 
 class _CountingReader(io.RawIOBase):
@@ -145,25 +188,36 @@ class _LineFeed:
 
 
 class CsvFile:
-    """A CSV file opened for streaming: UTF-8 text (a byte-order mark, which
-    spreadsheets write, is dropped), records with their first line number, and the
-    bytes consumed so far."""
+    """A CSV file opened for streaming: text in the given encoding or the one
+    detected (detect_encoding; a byte-order mark, which spreadsheets write, is
+    dropped), split on the given delimiter or the one its header uses
+    (detect_delimiter), records with their first line number, and the bytes consumed
+    so far."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, encoding: str | None = None, delimiter: str | None = None) -> None:
         self.path = path
         try:
             raw = path.open("rb")
             self.total_bytes = path.stat().st_size
+            sample = raw.read(SNIFF_BYTES)
+            raw.seek(0)
         except OSError as exc:
             raise ImportRejected(f"{printable(str(path))}: cannot open ({exc.strerror})") from None
+        self.encoding = encoding or detect_encoding(sample, complete=len(sample) < SNIFF_BYTES)
+        if self.encoding.replace("_", "-").lower() in ("utf-8", "utf8"):
+            self.encoding = "utf-8-sig"  # a byte-order mark is never part of the first header
         self._counter = _CountingReader(raw)
         # newline="": line ends stay in the text, as the csv module needs them.
-        self._text = io.TextIOWrapper(io.BufferedReader(self._counter), encoding="utf-8-sig", newline="")
+        self._text = io.TextIOWrapper(io.BufferedReader(self._counter), encoding=self.encoding, newline="")
+        if delimiter is None:
+            first_line = sample.split(b"\n", 1)[0].decode(self.encoding, errors="replace")
+            delimiter = detect_delimiter(first_line)
+        self.delimiter = delimiter
         dialect = csv.get_dialect("excel")
-        self._feed = _LineFeed(self._text, dialect.delimiter, dialect.quotechar or '"')
+        self._feed = _LineFeed(self._text, delimiter, dialect.quotechar or '"')
         # strict: a quote left open at the end, or text after a closing quote, is an
         # error for that record instead of a silently merged or mangled field.
-        self._reader = csv.reader(self._feed, dialect, strict=True)
+        self._reader = csv.reader(self._feed, dialect, delimiter=delimiter, strict=True)
         # Every record in file order, (first line number, fields) or a BadRecord;
         # blank records are skipped. One iterator: the header is its first item.
         self.records: Iterator[tuple[int, list[str]] | BadRecord] = self._records()
@@ -196,14 +250,22 @@ class CsvFile:
                 continue
             except UnicodeDecodeError:
                 where = printable(str(self.path))
-                raise ImportRejected(f"{where}: not UTF-8 text (save the CSV as UTF-8)") from None
+                # Decoded a block at a time: the bad byte is somewhere after the lines read.
+                encoding = "utf-8" if self.encoding == "utf-8-sig" else self.encoding
+                after = f" after line {self._feed.lines_read}" if self._feed.lines_read else ""
+                raise ImportRejected(
+                    f"{where}: not {encoding} text{after} "
+                    "(give the file's encoding with --encoding, e.g. cp1252 or latin-1)"
+                ) from None
             if any(cell.strip() for cell in fields):
                 yield self._feed.record[0][0], fields
 
     def _bad(self, reason: str) -> BadRecord:
         first = self._feed.record[0][0] if self._feed.record else self._feed.lines_read
+        text = self._feed.record[0][1] if self._feed.record else ""
         self._feed.give_back_all_but_first()
-        return BadRecord(first, reason)
+        # The raw line (without its line end or NUL bytes) stands for the fields it lost.
+        return BadRecord(first, reason, (text.rstrip("\r\n").replace("\x00", ""),))
 
     def close(self) -> None:
         """Close the file."""

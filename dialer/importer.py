@@ -1,16 +1,20 @@
 """CSV import of contacts, streamed: the file is read row by row and written in
 batches, so memory stays bounded whatever the file's size.
 
-Columns are matched by header name, ignoring case, surrounding spaces and the
-difference between spaces, hyphens and underscores ("Phone Number" is phone_number).
-first_name, last_name, phone_number, email and timezone fill those columns; every
-other column goes into custom_fields as a string, under its normalised name
-("Customer ID" → custom.customer_id in a script).
+The file's encoding and delimiter are detected or given (dialer/csv_records.py);
+its columns are matched by header name after one normalisation, with English and
+Spanish aliases and the operator's --map (dialer/import_columns.py): first_name,
+last_name, phone_number, email and timezone fill those columns; every other column
+goes into custom_fields as a string, under its normalised name ("Customer ID" →
+custom.customer_id in a script).
 
-Dedupe is by E.164 number: a number that already belongs to a contact reuses that
-contact *unchanged* (the import never overwrites what an operator or the daemon may
-have edited since), and a number repeated inside the file is rejected on its second
-line, naming the first.
+Several contacts may share a number (a family at one clinic). A row is an existing
+contact when that contact has its number and the same name (first and last, case
+and spacing aside), or — a row with no name — when a contact has its number; the
+existing contact is reused *unchanged* (the import never overwrites what an operator
+or the daemon may have edited since). A row repeating an earlier row of the file
+(same number and name; or no name and a number already met) is rejected, naming
+the first (docs/operations.md#contact-import).
 
 Every new contact is stored as already checked (number_valid, resolved_timezone,
 checked_at): the import has just parsed its number, and the daemon would otherwise
@@ -20,12 +24,14 @@ parse every contact again before dialing it — minutes of housekeeping at a mil
 from __future__ import annotations
 
 import asyncio
+import csv
+import dataclasses
 import multiprocessing
 import os
 import uuid
 import zoneinfo
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,10 +42,12 @@ from dialer import numbers
 from dialer.csv_records import BadRecord, CsvFile
 from dialer.database import Connection
 from dialer.errors import ImportRejected
+from dialer.import_columns import REJECT_COLUMNS, ColumnError, Columns, normalise_header, resolve
 from dialer.store.campaigns import CampaignStore
 from dialer.store.contacts import ContactImportStore, DoNotCallStore, StagedContact
 from dialer.text import printable
-from dialer.twiml import field_key
+
+__all__ = ["ImportFormat", "ImportResult", "RejectsFile", "import_csv", "import_dnc_csv", "normalise_header"]
 
 log = structlog.get_logger(__name__)
 
@@ -50,7 +58,6 @@ BATCH_SIZE = 5000
 PARALLEL_MIN_BYTES = 4 * 1024 * 1024
 MAX_WORKERS = 4
 CHUNK_ROWS = 2000  # rows per unit of work handed to a worker
-STANDARD_COLUMNS = ("first_name", "last_name", "phone_number", "email", "timezone")
 # Column widths of the contacts table: longer values would fail the whole batch.
 MAX_LENGTHS = {"first_name": 100, "last_name": 100, "email": 255}
 
@@ -72,49 +79,19 @@ class ImportResult:
         return f"imported {self.new} new, {self.existing} existing, {self.rejected} rejected (see above)"
 
 
-def normalise_header(name: str) -> str:
-    """'  Phone-Number ' → 'phone_number': the one normalisation placeholders use too
-    (twiml.field_key), so `{{custom.Cita}}` finds the column headed "CITA"."""
-    return field_key(name)
-
-
-@dataclass(frozen=True)
-class _Header:
-    """Where each known column is, and which columns are custom fields."""
-
-    positions: dict[str, int]
-    custom: list[tuple[int, str]]
-    width: int
-
-
-def _header_names(source: CsvFile) -> dict[str, int]:
-    """The header's normalised names and their positions; the file must have a
-    phone_number column, and no empty or repeated names."""
+def _read_header(source: CsvFile, mapping: Mapping[str, str] | None) -> tuple[list[str], Columns]:
+    """The header's names as written, and which column is which (import_columns)."""
     where = printable(str(source.path))
     first = next(source.records, None)
     if first is None:
         raise ImportRejected(f"{where}: the file is empty (expected a header line)")
     if isinstance(first, BadRecord):
         raise ImportRejected(f"{where}: line {first.line} (the header): {first.reason}")
-    names = [normalise_header(n) for n in first[1]]
-    seen: dict[str, int] = {}
-    for index, name in enumerate(names):
-        if not name:
-            raise ImportRejected(f"{where}: column {index + 1} of the header has no name")
-        if name in seen:
-            raise ImportRejected(f"{where}: column {name!r} appears twice in the header")
-        seen[name] = index
-    if "phone_number" not in seen:
-        found = printable(", ".join(names))
-        raise ImportRejected(f"{where}: no phone_number column (found: {found})")
-    return seen
-
-
-def _read_header(source: CsvFile) -> _Header:
-    seen = _header_names(source)
-    positions = {name: seen[name] for name in STANDARD_COLUMNS if name in seen}
-    custom = [(i, n) for n, i in seen.items() if n not in STANDARD_COLUMNS]
-    return _Header(positions=positions, custom=custom, width=len(seen))
+    names = first[1]
+    try:
+        return names, resolve(names, mapping)
+    except ColumnError as exc:
+        raise ImportRejected(f"{where}: {printable(str(exc))}") from None
 
 
 def _valid_zone(name: str) -> bool:
@@ -125,7 +102,7 @@ def _valid_zone(name: str) -> bool:
     return True
 
 
-def _stage_row(header: _Header, row: list[str], line: int, default_region: str | None) -> StagedContact:
+def _stage_row(header: Columns, row: list[str], line: int, default_region: str | None) -> StagedContact:
     """Validate one data row; raises ValueError with the reason it is rejected."""
     if len(row) > header.width:
         raise ValueError(f"has {len(row)} fields but the header has {header.width}")
@@ -164,10 +141,14 @@ def _stage_row(header: _Header, row: list[str], line: int, default_region: str |
 
 
 def _stage_chunk(
-    header: _Header, chunk: list[tuple[int, list[str]] | BadRecord], default_region: str | None
+    header: Columns,
+    chunk: list[tuple[int, list[str]] | BadRecord],
+    default_region: str | None,
+    keep_raw: bool = False,
 ) -> list[StagedContact | BadRecord]:
     """Validate rows in order (in a worker process, for large files); a record the
-    parser already rejected passes through in its place."""
+    parser already rejected passes through in its place. `keep_raw`: each row keeps
+    the file's fields, for a rejects file."""
     staged: list[StagedContact | BadRecord] = []
     for record in chunk:
         if isinstance(record, BadRecord):
@@ -175,9 +156,11 @@ def _stage_chunk(
             continue
         line, row = record
         try:
-            staged.append(_stage_row(header, row, line, default_region))
+            contact = _stage_row(header, row, line, default_region)
         except ValueError as exc:
-            staged.append(BadRecord(line, str(exc)))
+            staged.append(BadRecord(line, str(exc), tuple(row)))
+            continue
+        staged.append(dataclasses.replace(contact, raw=tuple(row)) if keep_raw else contact)
     return staged
 
 
@@ -202,14 +185,14 @@ def _auto_workers(total_bytes: int) -> int:
 
 
 async def _staged_rows(
-    source: CsvFile, header: _Header, default_region: str | None, workers: int
+    source: CsvFile, header: Columns, default_region: str | None, workers: int, keep_raw: bool
 ) -> AsyncIterator[StagedContact | BadRecord]:
     """Every data row validated, in file order: in-process, or by `workers` worker
     processes with a bounded number of chunks in flight (memory stays bounded, and
     the results are consumed in the order the rows were read)."""
     if workers <= 0:
         for record in source.records:
-            for item in _stage_chunk(header, [record], default_region):
+            for item in _stage_chunk(header, [record], default_region, keep_raw):
                 yield item
         return
     loop = asyncio.get_running_loop()
@@ -222,14 +205,18 @@ async def _staged_rows(
             chunk.append(record)
             if len(chunk) < CHUNK_ROWS:
                 continue
-            in_flight.append(loop.run_in_executor(executor, _stage_chunk, header, chunk, default_region))
+            in_flight.append(
+                loop.run_in_executor(executor, _stage_chunk, header, chunk, default_region, keep_raw)
+            )
             chunk = []
             # Two chunks per worker keep every worker busy while we wait on one.
             while len(in_flight) >= 2 * workers:
                 for item in await in_flight.popleft():
                     yield item
         if chunk:
-            in_flight.append(loop.run_in_executor(executor, _stage_chunk, header, chunk, default_region))
+            in_flight.append(
+                loop.run_in_executor(executor, _stage_chunk, header, chunk, default_region, keep_raw)
+            )
         while in_flight:
             for item in await in_flight.popleft():
                 yield item
@@ -237,6 +224,47 @@ async def _staged_rows(
         for future in in_flight:
             future.cancel()
         executor.shutdown(wait=True, cancel_futures=True)
+
+
+class RejectsFile:
+    """Rejected rows written to a CSV file as the input had them, with two columns
+    added (REJECT_COLUMNS: the line and the reason), in UTF-8 with a byte-order mark
+    and the input's delimiter. The importer skips those two columns, so the file, once
+    corrected, imports as it is. A line the parser could not read holds its raw text
+    in the first column."""
+
+    def __init__(self, path: Path, header: Sequence[str], delimiter: str) -> None:
+        self.path = path
+        try:
+            self._file = path.open("w", encoding="utf-8-sig", newline="")
+        except OSError as exc:
+            where = printable(str(path))
+            raise ImportRejected(f"{where}: cannot write the rejects file ({exc.strerror})") from None
+        self._width = len(header)
+        self._writer = csv.writer(self._file, delimiter=delimiter)
+        self._writer.writerow([*header, *REJECT_COLUMNS])
+        self.count = 0
+
+    def add(self, line: int, reason: str, fields: Sequence[str]) -> None:
+        """One rejected row."""
+        cells = list(fields[: self._width]) + [""] * (self._width - len(fields))
+        self._writer.writerow([*cells, line, reason])
+        self.count += 1
+
+    def close(self) -> None:
+        """Flush and close the file."""
+        self._file.close()
+
+
+@dataclass(frozen=True)
+class ImportFormat:
+    """How to read a file whose layout is not the default: its encoding and
+    delimiter (None: detected, dialer/csv_records.py), and explicit column names
+    (--map, import_columns.parse_map)."""
+
+    encoding: str | None = None
+    delimiter: str | None = None
+    mapping: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 async def import_csv(
@@ -249,62 +277,90 @@ async def import_csv(
     progress: ProgressCallback | None = None,
     batch_size: int = BATCH_SIZE,
     workers: int | None = None,
+    file_format: ImportFormat | None = None,
+    rejects: Path | None = None,
 ) -> ImportResult:
     """Import contacts from a CSV file in one transaction.
 
     Rejected rows are passed to `report` as "line N: reason" (control characters
-    escaped) and skipped — a line the CSV parser cannot read too; a file that
-    cannot be imported at all raises ImportRejected and changes nothing. With
-    `campaign_id`, every imported or reused contact is also linked into that campaign.
-    `workers`: processes that parse the rows (0: in this process; None: by file
-    size and CPUs); the result and the reports are the same either way.
+    escaped) and skipped — a line the CSV parser cannot read too — and, with
+    `rejects`, written to that file (RejectsFile); a file that cannot be imported at
+    all raises ImportRejected and changes nothing. With `campaign_id`, every imported
+    or reused contact is also linked into that campaign. Which rows are the same
+    contact: docs/operations.md#contact-import. `workers`: processes that parse the
+    rows (0: in this process; None: by file size and CPUs); the result and the
+    reports are the same either way.
     """
     path = Path(path)
+    fmt = file_format or ImportFormat()
     if campaign_id is not None and await CampaignStore(conn).get(campaign_id) is None:
         raise ImportRejected(f"no campaign with id {campaign_id}")
     new = existing = rejected = linked = 0
     store = ContactImportStore(conn)
     report = _escaping(report)
-    with CsvFile(path) as source:
-        header = _read_header(source)
-        # Only custom fields may hold line breaks (an address, a note): a quote left
-        # open in a name, number, email or zone is a broken line, not a long field.
-        custom = {index for index, _ in header.custom}
-        source.allow_line_breaks(custom.__contains__)
-        async with conn.transaction():
-            await store.begin()
-            batch: dict[str, StagedContact] = {}
+    rejects_file: RejectsFile | None = None
+    try:
+        with CsvFile(path, encoding=fmt.encoding, delimiter=fmt.delimiter) as source:
+            names, header = _read_header(source, fmt.mapping)
+            if rejects is not None:
+                rejects_file = RejectsFile(rejects, names, source.delimiter)
+            # Only custom fields may hold line breaks (an address, a note): a quote left
+            # open in a name, number, email or zone is a broken line, not a long field.
+            custom = {index for index, _ in header.custom}
+            source.allow_line_breaks(custom.__contains__)
 
-            async def flush() -> None:
-                nonlocal new, existing, rejected, linked
-                if batch:
-                    result = await store.import_batch(list(batch.values()), campaign_id)
-                    for line, first in result.duplicates:
-                        report(f"line {line}: duplicate phone number (same as line {first}), skipped")
-                    rejected += len(result.duplicates)
-                    new += result.new
-                    existing += result.existing
-                    linked += result.linked
-                    batch.clear()
-                if progress is not None:
-                    progress(source.consumed, source.total_bytes)
+            # Rejections are reported when their batch is written, in line order: a
+            # duplicate is only known then, and the report reads like the file.
+            held: list[tuple[int, str, Sequence[str]]] = []
 
-            if workers is None:
-                workers = _auto_workers(source.total_bytes)
-            async for staged in _staged_rows(source, header, default_region, workers):
-                if isinstance(staged, BadRecord):
-                    report(f"line {staged.line}: {staged.reason}")
+            def report_held() -> None:
+                nonlocal rejected
+                for line, reason, fields in sorted(held, key=lambda item: item[0]):
                     rejected += 1
-                    continue
-                first = batch.get(staged.phone_number)
-                if first is not None:
-                    report(f"line {staged.line}: duplicate phone number (same as line {first.line}), skipped")
-                    rejected += 1
-                    continue
-                batch[staged.phone_number] = staged
-                if len(batch) >= batch_size:
-                    await flush()
-            await flush()
+                    report(f"line {line}: {reason}")
+                    if rejects_file is not None:
+                        rejects_file.add(line, reason, fields)
+                held.clear()
+
+            async with conn.transaction():
+                await store.begin()
+                batch: list[StagedContact] = []
+
+                async def flush() -> None:
+                    nonlocal new, existing, linked
+                    if batch:
+                        result = await store.import_batch(batch, campaign_id)
+                        raw = {row.line: row.raw for row in batch} if rejects_file is not None else {}
+                        for line, first, unnamed in result.duplicates:
+                            what = "phone number" if unnamed else "phone number and name"
+                            reason = f"duplicate {what} (same as line {first}), skipped"
+                            held.append((line, reason, raw.get(line, ())))
+                        new += result.new
+                        existing += result.existing
+                        linked += result.linked
+                        batch.clear()
+                    report_held()
+                    if progress is not None:
+                        progress(source.consumed, source.total_bytes)
+
+                if workers is None:
+                    workers = _auto_workers(source.total_bytes)
+                keep_raw = rejects_file is not None
+                async for staged in _staged_rows(source, header, default_region, workers, keep_raw):
+                    if isinstance(staged, BadRecord):
+                        held.append((staged.line, staged.reason, staged.fields))
+                        continue
+                    batch.append(staged)
+                    if len(batch) >= batch_size:
+                        await flush()
+                await flush()
+    except BaseException:
+        if rejects_file is not None:
+            rejects_file.close()
+            rejects_file.path.unlink(missing_ok=True)  # nothing was imported: nothing was rejected
+        raise
+    if rejects_file is not None:
+        rejects_file.close()
     log.debug(
         "contacts_imported",
         file=path.name,
@@ -349,8 +405,9 @@ async def import_dnc_csv(
     added = accepted = rejected = 0
     report = _escaping(report)
     with CsvFile(path) as source:
-        columns = _header_names(source)
-        phone_at, reason_at = columns["phone_number"], columns.get("reason")
+        _, columns = _read_header(source, None)
+        phone_at = columns.positions["phone_number"]
+        reason_at = next((index for index, name in columns.custom if name == "reason"), None)
         source.allow_line_breaks(lambda index: index != phone_at)
         async with conn.transaction():
             batch: list[tuple[str, str | None]] = []

@@ -42,7 +42,7 @@ from dialer.operator.common import (
     to_utc,
     zone_arg,
 )
-from dialer.operator.contacts import import_contacts
+from dialer.operator.contacts import add_format_options, file_format, import_contacts
 from dialer.store.campaigns import CampaignProgress, CampaignStore, NewCampaign
 from dialer.text import printable
 
@@ -124,7 +124,11 @@ async def _campaign_create(args: argparse.Namespace, conn: Connection, settings:
 
 async def _campaign_add_contacts(args: argparse.Namespace, conn: Connection) -> int:
     if args.csv:
-        return await import_contacts(conn, Path(args.csv), args.id, args.default_region)
+        rejects = Path(args.rejects) if args.rejects else None
+        fmt = file_format(args)
+        return await import_contacts(
+            conn, Path(args.csv), args.id, args.default_region, fmt=fmt, rejects=rejects
+        )
     await open_campaign(conn, args.id)
     added = await CampaignStore(conn).add_all_contacts(args.id)
     print(f"added {added} contacts to campaign {args.id}")
@@ -245,6 +249,7 @@ def register(campaign: Any) -> None:
     which.add_argument("--all", action="store_true", help="every contact in the database")
     which.add_argument("--csv", metavar="FILE", help="import a CSV file into the campaign")
     add_region(p)
+    add_format_options(p)
     p.set_defaults(handler=command_handler(_campaign_add_contacts))
 
     helps = {

@@ -12,7 +12,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import asyncpg
 
@@ -47,6 +47,8 @@ class StagedContact:
     custom_fields: dict[str, str]
     # The one zone the number implies (dialer.numbers), already known from parsing.
     implied_timezone: str | None = None
+    # The row as the file had it, kept only when rejected rows are written to a file.
+    raw: tuple[str, ...] = ()
 
     def record(self) -> tuple[Any, ...]:
         """The row in BATCH_COLUMNS order."""
@@ -68,10 +70,21 @@ class StagedContact:
 class BatchResult:
     """What one batch did: duplicates of earlier batches, and the contact counts."""
 
-    duplicates: list[tuple[int, int]]  # (line, line of the first occurrence)
+    duplicates: list[tuple[int, int, bool]]  # (line, line of the first occurrence, had no name)
     new: int
     existing: int
     linked: int
+
+
+# A contact's identity within one phone number (docs/operations.md#contact-import):
+# first and last name joined, case folded, spaces collapsed. One expression, used for
+# the staged rows and for the contacts they are compared with.
+NAME_KEY_SQL: Final = (
+    "lower(regexp_replace(btrim(coalesce({first}, '') || ' ' || coalesce({last}, '')), '\\s+', ' ', 'g'))"
+)
+
+_STAGED_NAME: Final = NAME_KEY_SQL.format(first="first_name", last="last_name")
+_CONTACT_NAME: Final = NAME_KEY_SQL.format(first="c.first_name", last="c.last_name")
 
 
 class ContactImportStore:
@@ -80,104 +93,131 @@ class ContactImportStore:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
 
+    _BEGIN: Final = f"""
+        CREATE TEMPORARY TABLE dialer_import_seen (
+            phone_number text NOT NULL,
+            name_key text NOT NULL,
+            line integer NOT NULL,
+            PRIMARY KEY (phone_number, name_key)
+        ) ON COMMIT DROP;
+        CREATE TEMPORARY TABLE dialer_import_batch (
+            line integer NOT NULL,
+            phone_number text NOT NULL,
+            first_name text,
+            last_name text,
+            email text,
+            timezone text,
+            implied_timezone text,
+            custom_fields text NOT NULL,
+            name_key text GENERATED ALWAYS AS ({_STAGED_NAME}) STORED,
+            -- The id a new contact gets, known before the insert, so every staged row
+            -- knows its contact (new or existing) for the campaign link.
+            new_id uuid NOT NULL DEFAULT gen_random_uuid()
+        ) ON COMMIT DROP;
+        -- The zones PostgreSQL knows, read once: calling hours are computed in SQL,
+        -- so a zone it does not know must not become resolved_timezone (the same
+        -- rule as the daemon's own check of a contact).
+        CREATE TEMPORARY TABLE dialer_import_zones (name text PRIMARY KEY) ON COMMIT DROP;
+        INSERT INTO dialer_import_zones SELECT DISTINCT name FROM pg_timezone_names;
+        ANALYZE dialer_import_zones;
+    """
+
     @translate_errors
     async def begin(self) -> None:
         """Take the import lock and create empty staging tables (dropped at commit)."""
         await self._conn.execute("SELECT pg_advisory_xact_lock($1)", _IMPORT_LOCK_KEY)
-        await self._conn.execute(
-            """
-            CREATE TEMPORARY TABLE dialer_import_seen (
-                phone_number text PRIMARY KEY,
-                line integer NOT NULL
-            ) ON COMMIT DROP;
-            CREATE TEMPORARY TABLE dialer_import_batch (
-                line integer NOT NULL,
-                phone_number text NOT NULL,
-                first_name text,
-                last_name text,
-                email text,
-                timezone text,
-                implied_timezone text,
-                custom_fields text NOT NULL
-            ) ON COMMIT DROP;
-            -- The zones PostgreSQL knows, read once: calling hours are computed in SQL,
-            -- so a zone it does not know must not become resolved_timezone (the same
-            -- rule as the daemon's own check of a contact).
-            CREATE TEMPORARY TABLE dialer_import_zones (name text PRIMARY KEY) ON COMMIT DROP;
-            INSERT INTO dialer_import_zones SELECT DISTINCT name FROM pg_timezone_names;
-            ANALYZE dialer_import_zones;
-            """
+        await self._conn.execute(self._BEGIN)
+
+    # A row repeats an earlier one of the file when it has the same number and name,
+    # or when it has no name and its number came earlier under any name (nothing
+    # tells them apart). Earlier batches (dialer_import_seen) first, then this one.
+    _DUPLICATES: Final = """
+        WITH ranked AS (
+            SELECT line, phone_number, name_key,
+                   min(line) OVER (PARTITION BY phone_number, name_key) AS first_same,
+                   min(line) OVER (PARTITION BY phone_number) AS first_number
+            FROM dialer_import_batch
+        ), dup AS (
+            SELECT r.line, r.name_key = '' AS unnamed, coalesce(
+                (SELECT s.line FROM dialer_import_seen s
+                 WHERE s.phone_number = r.phone_number AND s.name_key = r.name_key),
+                CASE WHEN r.name_key = '' THEN
+                    (SELECT min(s.line) FROM dialer_import_seen s WHERE s.phone_number = r.phone_number) END,
+                CASE WHEN r.name_key = '' AND r.first_number < r.line THEN r.first_number END,
+                CASE WHEN r.first_same < r.line THEN r.first_same END
+            ) AS first_line
+            FROM ranked r
         )
+        DELETE FROM dialer_import_batch b USING dup
+        WHERE b.line = dup.line AND dup.first_line IS NOT NULL
+        RETURNING b.line, dup.first_line, dup.unnamed
+    """
+    _SEEN: Final = (
+        "INSERT INTO dialer_import_seen (phone_number, name_key, line) "
+        "SELECT phone_number, name_key, line FROM dialer_import_batch"
+    )
+    # One statement per batch: which existing contact each row is, the new contacts,
+    # the campaign links. The contact a row is: the oldest with its number and name, or
+    # — a row with no name — the oldest with its number; one index probe per row (a
+    # correlated subquery: a join lets the planner, blind to the rows this very import
+    # added, as there is no ANALYZE inside a transaction, sort the whole contacts table
+    # once per batch). A new contact takes the row's pre-drawn id, so every row knows
+    # its contact. The number was parsed and validated on its way in: it is recorded as
+    # checked, so the daemon need not parse a million numbers again; own zone first,
+    # else the number's, each only if PostgreSQL knows it.
+    _FOLD: Final = f"""
+        WITH matched AS MATERIALIZED (
+            SELECT b.*, (
+                SELECT c.id FROM contacts c
+                WHERE c.phone_number = b.phone_number
+                  AND (b.name_key = '' OR {_CONTACT_NAME} = b.name_key)
+                ORDER BY c.created_at, c.id
+                LIMIT 1
+            ) AS existing_id
+            FROM dialer_import_batch b
+        ), inserted AS (
+            INSERT INTO contacts (id, first_name, last_name, phone_number, email, timezone, custom_fields,
+                                  checked_at, number_valid, resolved_timezone)
+            SELECT m.new_id, m.first_name, m.last_name, m.phone_number, m.email, m.timezone,
+                   m.custom_fields::jsonb, timezone('utc', now()), true, coalesce(own.name, implied.name)
+            FROM matched m
+            LEFT JOIN dialer_import_zones own ON own.name = m.timezone
+            LEFT JOIN dialer_import_zones implied ON implied.name = m.implied_timezone
+            WHERE m.existing_id IS NULL
+            ORDER BY m.line
+            RETURNING id
+        ), linked AS (
+            -- Two rows of a batch may be one contact (an unnamed row, then a named one
+            -- with its number): linked once.
+            INSERT INTO campaign_contacts (campaign_id, contact_id)
+            SELECT DISTINCT $1::uuid, coalesce(m.existing_id, m.new_id)
+            FROM matched m
+            WHERE $1::uuid IS NOT NULL
+            ON CONFLICT ON CONSTRAINT campaign_contacts_campaign_contact_key DO NOTHING
+            RETURNING 1
+        )
+        SELECT (SELECT count(*) FROM inserted) AS new,
+               (SELECT count(*) FROM matched WHERE existing_id IS NOT NULL) AS existing,
+               (SELECT count(*) FROM linked) AS linked
+    """
 
     @translate_errors
     async def import_batch(self, rows: Sequence[StagedContact], campaign_id: uuid.UUID | None) -> BatchResult:
-        """Fold one batch (numbers unique within it) into contacts; link to the campaign.
+        """Fold one batch into contacts; link every row's contact to the campaign.
 
-        A number already met in an earlier batch of the same file is a duplicate and is
-        left out; a number already in `contacts` reuses that contact unchanged.
+        A row that repeats an earlier one of the file (same number and name; or no
+        name and a number already met) is a duplicate and is left out; a row that is
+        an existing contact (docs/operations.md#contact-import) reuses it unchanged.
         """
         await self._conn.execute("TRUNCATE dialer_import_batch")
         await self._conn.copy_records_to_table(
             "dialer_import_batch", records=[r.record() for r in rows], columns=BATCH_COLUMNS
         )
-        duplicate_rows = await self._conn.fetch(
-            """
-            DELETE FROM dialer_import_batch b
-            USING dialer_import_seen s
-            WHERE s.phone_number = b.phone_number
-            RETURNING b.line, s.line AS first_line
-            """
-        )
-        await self._conn.execute(
-            "INSERT INTO dialer_import_seen (phone_number, line) "
-            "SELECT phone_number, line FROM dialer_import_batch"
-        )
-        counts = await self._conn.fetchrow(
-            """
-            WITH existing AS (
-                -- Several contacts may already share a number (rows written by hand):
-                -- reuse the oldest, deterministically. One index probe per staged row
-                -- (LATERAL … LIMIT 1): a join lets the planner, blind to the rows this
-                -- very import added (no ANALYZE inside a transaction), sort the whole
-                -- contacts table once per batch, which made a big import quadratic.
-                SELECT b.phone_number, e.id
-                FROM dialer_import_batch b
-                CROSS JOIN LATERAL (
-                    SELECT c.id FROM contacts c
-                    WHERE c.phone_number = b.phone_number
-                    ORDER BY c.created_at, c.id
-                    LIMIT 1
-                ) e
-            ), inserted AS (
-                -- The number was parsed and validated on its way in: record it as
-                -- checked, so the daemon need not parse a million numbers again.
-                -- Own zone first, else the number's, each only if PostgreSQL knows it.
-                INSERT INTO contacts (first_name, last_name, phone_number, email, timezone, custom_fields,
-                                      checked_at, number_valid, resolved_timezone)
-                SELECT b.first_name, b.last_name, b.phone_number, b.email, b.timezone, b.custom_fields::jsonb,
-                       timezone('utc', now()), true, coalesce(own.name, implied.name)
-                FROM dialer_import_batch b
-                LEFT JOIN dialer_import_zones own ON own.name = b.timezone
-                LEFT JOIN dialer_import_zones implied ON implied.name = b.implied_timezone
-                WHERE NOT EXISTS (SELECT 1 FROM existing e WHERE e.phone_number = b.phone_number)
-                ORDER BY b.line
-                RETURNING id
-            ), linked AS (
-                INSERT INTO campaign_contacts (campaign_id, contact_id)
-                SELECT $1::uuid, x.id
-                FROM (SELECT id FROM inserted UNION ALL SELECT id FROM existing) x
-                WHERE $1::uuid IS NOT NULL
-                ON CONFLICT ON CONSTRAINT campaign_contacts_campaign_contact_key DO NOTHING
-                RETURNING 1
-            )
-            SELECT (SELECT count(*) FROM inserted) AS new,
-                   (SELECT count(*) FROM existing) AS existing,
-                   (SELECT count(*) FROM linked) AS linked
-            """,
-            campaign_id,
-        )
+        duplicate_rows = await self._conn.fetch(self._DUPLICATES)
+        await self._conn.execute(self._SEEN)
+        counts = await self._conn.fetchrow(self._FOLD, campaign_id)
         assert counts is not None
-        duplicates = sorted((int(r["line"]), int(r["first_line"])) for r in duplicate_rows)
+        duplicates = sorted((r["line"], r["first_line"], r["unnamed"]) for r in duplicate_rows)
         return BatchResult(
             duplicates=duplicates, new=counts["new"], existing=counts["existing"], linked=counts["linked"]
         )

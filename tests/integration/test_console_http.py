@@ -197,7 +197,7 @@ async def test_csv_upload_imports_through_the_importer_and_reports_rejected_line
         "Lucía,Pérez,612 345 678,Mon 10:00\n"
         "Bad,Number,12345,Tue\n"
         "Luis,Gómez,+34 699 000 111,Wed\n"
-        "Dup,Licate,612345678,Thu\n"
+        "LUCÍA,Pérez,612345678,Thu\n"  # the same contact again: same number and name
     ).encode()
     async with console_only(pool) as console, client() as http:
         async with http.get(f"{console.url}/campaigns/{cid}") as r:
@@ -206,7 +206,7 @@ async def test_csv_upload_imports_through_the_importer_and_reports_rejected_line
             body = await r.text()
     assert r.status == 200, body
     assert "imported 2 new, 0 existing, 2 rejected; 2 linked into the campaign" in body
-    assert "line 3:" in body and "line 5: duplicate phone number (same as line 2)" in body
+    assert "line 3:" in body and "line 5: duplicate phone number and name (same as line 2)" in body
     linked = await conn.fetch(
         "SELECT ct.phone_number, ct.custom_fields->>'appointment' AS appointment FROM campaign_contacts cc "
         "JOIN contacts ct ON ct.id = cc.contact_id WHERE cc.campaign_id = $1 ORDER BY 1",

@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from dialer.errors import ImportRejected
-from dialer.importer import ImportResult, import_csv, normalise_header
+from dialer.importer import ImportFormat, ImportResult, import_csv, normalise_header
 from dialer.store.lifecycle import LifecycleStore
 
 GOOD = (
@@ -98,11 +98,11 @@ async def test_default_region_applies_to_national_numbers(conn: asyncpg.Connecti
 
 
 async def test_missing_phone_column_is_a_file_error(conn: asyncpg.Connection, tmp_path: Path) -> None:
-    """A file without a phone_number column is refused whole, naming the file and the columns found."""
-    path = _write(tmp_path, "Name,Mobile\nAna,+34911234567\n")
+    """A file without a phone number column (by any alias) is refused whole, naming the file and the columns found."""
+    path = _write(tmp_path, "Name,Fax\nAna,+34911234567\n")
     with pytest.raises(ImportRejected) as caught:
         await _import(conn, path)
-    assert str(caught.value) == f"{path}: no phone_number column (found: name, mobile)"
+    assert str(caught.value).startswith(f"{path}: no phone number column (found: name, fax); name it phone_number")
     assert await _contacts(conn) == []
 
 
@@ -128,10 +128,11 @@ async def test_line_numbers_count_physical_lines(conn: asyncpg.Connection, tmp_p
 async def test_reimport_creates_no_duplicates_and_keeps_existing_fields(
     conn: asyncpg.Connection, tmp_path: Path
 ) -> None:
-    """Importing again reuses contacts by number, unchanged, and counts them as existing."""
+    """Importing again reuses contacts by number and name (any case and spacing), unchanged,
+    and counts them as existing."""
     await _import(conn, _write(tmp_path, GOOD))
     before = await conn.fetch("SELECT * FROM contacts ORDER BY id")
-    changed = GOOD.replace("Ana,García", "Anna,Other")
+    changed = GOOD.replace("Ana,García,+34 911 234 567,ana@", " ANA , garcía ,+34 911 234 567,other@")
     result, lines = await _import(conn, _write(tmp_path, changed, name="again.csv"))
     assert (result.new, result.existing, result.rejected, lines) == (0, 2, 0, [])
     assert await conn.fetch("SELECT * FROM contacts ORDER BY id") == before
@@ -139,7 +140,7 @@ async def test_reimport_creates_no_duplicates_and_keeps_existing_fields(
 
 async def test_campaign_links_new_and_existing_contacts(conn: asyncpg.Connection, tmp_path: Path) -> None:
     """--campaign links every imported or reused contact once; linking again adds nothing."""
-    await _import(conn, _write(tmp_path, "phone_number\n+34911234567\n", name="first.csv"))
+    await _import(conn, _write(tmp_path, "phone_number,first_name,last_name\n+34911234567,Ana,García\n", name="first.csv"))
     campaign_id = await conn.fetchval("INSERT INTO campaigns (name) VALUES ('c') RETURNING id")
     result, _ = await _import(conn, _write(tmp_path, GOOD), campaign_id=campaign_id)
     assert (result.new, result.existing, result.linked) == (1, 1, 2)
@@ -170,11 +171,11 @@ async def test_duplicates_across_batches_are_found(conn: asyncpg.Connection, tmp
     assert await conn.fetchval("SELECT count(DISTINCT phone_number) FROM contacts") == 25
 
 
-async def test_not_utf8_is_a_file_error(conn: asyncpg.Connection, tmp_path: Path) -> None:
-    """A Latin-1 file is refused with a hint instead of importing mangled names."""
+async def test_wrong_explicit_encoding_is_a_file_error(conn: asyncpg.Connection, tmp_path: Path) -> None:
+    """A Latin-1 file read as UTF-8 (--encoding utf-8) is refused with a hint instead of importing mangled names."""
     path = _write(tmp_path, "first_name,phone_number\nJosé,+34911234567\n", encoding="latin-1")
-    with pytest.raises(ImportRejected, match="not UTF-8 text"):
-        await _import(conn, path)
+    with pytest.raises(ImportRejected, match=r"not utf-8 text .*--encoding"):
+        await _import(conn, path, file_format=ImportFormat(encoding="utf-8"))
     assert await _contacts(conn) == []
 
 
