@@ -73,6 +73,7 @@ class ImportResult:
     existing: int
     rejected: int
     linked: int
+    updated: int = 0  # contacts already in the campaign whose fields there changed
 
     def summary(self) -> str:
         """The one line the CLI prints at the end."""
@@ -286,7 +287,9 @@ async def import_csv(
     escaped) and skipped — a line the CSV parser cannot read too — and, with
     `rejects`, written to that file (RejectsFile); a file that cannot be imported at
     all raises ImportRejected and changes nothing. With `campaign_id`, every imported
-    or reused contact is also linked into that campaign. Which rows are the same
+    or reused contact is also linked into that campaign, the row's other columns
+    becoming its fields there (campaign_contacts.fields; a later import replaces
+    them, the contact itself stays as it is). Which rows are the same
     contact: docs/operations.md#contact-import. `workers`: processes that parse the
     rows (0: in this process; None: by file size and CPUs); the result and the
     reports are the same either way.
@@ -295,7 +298,7 @@ async def import_csv(
     fmt = file_format or ImportFormat()
     if campaign_id is not None and await CampaignStore(conn).get(campaign_id) is None:
         raise ImportRejected(f"no campaign with id {campaign_id}")
-    new = existing = rejected = linked = 0
+    new = existing = rejected = linked = updated = 0
     store = ContactImportStore(conn)
     report = _escaping(report)
     rejects_file: RejectsFile | None = None
@@ -327,7 +330,7 @@ async def import_csv(
                 batch: list[StagedContact] = []
 
                 async def flush() -> None:
-                    nonlocal new, existing, linked
+                    nonlocal new, existing, linked, updated
                     if batch:
                         result = await store.import_batch(batch, campaign_id)
                         raw = {row.line: row.raw for row in batch} if rejects_file is not None else {}
@@ -338,6 +341,7 @@ async def import_csv(
                         new += result.new
                         existing += result.existing
                         linked += result.linked
+                        updated += result.updated
                         batch.clear()
                     report_held()
                     if progress is not None:
@@ -368,9 +372,10 @@ async def import_csv(
         existing=existing,
         rejected=rejected,
         linked=linked,
+        updated=updated,
         campaign_id=str(campaign_id) if campaign_id else None,
     )
-    return ImportResult(new=new, existing=existing, rejected=rejected, linked=linked)
+    return ImportResult(new=new, existing=existing, rejected=rejected, linked=linked, updated=updated)
 
 
 @dataclass(frozen=True)

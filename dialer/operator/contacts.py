@@ -112,6 +112,8 @@ async def import_contacts(
     print(result.summary())
     if campaign_id is not None:
         print(f"linked {result.linked} contacts into campaign {campaign_id}")
+        if result.updated:
+            print(f"updated the fields of {result.updated} contacts already in it")
     if result.rejected and rejects is not None:
         print(f"rejected rows written to {printable(str(rejects))}")
     return EXIT_REJECTED if result.rejected else 0

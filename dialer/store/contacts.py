@@ -74,6 +74,7 @@ class BatchResult:
     new: int
     existing: int
     linked: int
+    updated: int  # contacts already in the campaign whose fields there changed
 
 
 # A contact's identity within one phone number (docs/operations.md#contact-import):
@@ -187,23 +188,32 @@ class ContactImportStore:
             ORDER BY m.line
             RETURNING id
         ), linked AS (
-            -- Two rows of a batch may be one contact (an unnamed row, then a named one
-            -- with its number): linked once.
-            INSERT INTO campaign_contacts (campaign_id, contact_id)
-            SELECT DISTINCT $1::uuid, coalesce(m.existing_id, m.new_id)
+            -- The row's other columns are the contact's fields in this campaign: set on
+            -- the link, replaced when a later file brings other values (next week's
+            -- appointment), the contact itself untouched. Two rows of a batch may be
+            -- one contact (an unnamed row, then a named one with its number): linked
+            -- once, with the later row's fields. xmax = 0: a new link, not an update.
+            INSERT INTO campaign_contacts (campaign_id, contact_id, fields)
+            SELECT DISTINCT ON (coalesce(m.existing_id, m.new_id))
+                   $1::uuid, coalesce(m.existing_id, m.new_id), m.custom_fields::jsonb
             FROM matched m
             WHERE $1::uuid IS NOT NULL
-            ON CONFLICT ON CONSTRAINT campaign_contacts_campaign_contact_key DO NOTHING
-            RETURNING 1
+            ORDER BY coalesce(m.existing_id, m.new_id), m.line DESC
+            ON CONFLICT ON CONSTRAINT campaign_contacts_campaign_contact_key
+            DO UPDATE SET fields = EXCLUDED.fields
+            WHERE campaign_contacts.fields IS DISTINCT FROM EXCLUDED.fields
+            RETURNING xmax = 0 AS added
         )
         SELECT (SELECT count(*) FROM inserted) AS new,
                (SELECT count(*) FROM matched WHERE existing_id IS NOT NULL) AS existing,
-               (SELECT count(*) FROM linked) AS linked
+               (SELECT count(*) FROM linked WHERE added) AS linked,
+               (SELECT count(*) FROM linked WHERE NOT added) AS updated
     """
 
     @translate_errors
     async def import_batch(self, rows: Sequence[StagedContact], campaign_id: uuid.UUID | None) -> BatchResult:
-        """Fold one batch into contacts; link every row's contact to the campaign.
+        """Fold one batch into contacts; link every row's contact to the campaign,
+        with the row's other columns as its fields there (replacing older ones).
 
         A row that repeats an earlier one of the file (same number and name; or no
         name and a number already met) is a duplicate and is left out; a row that is
@@ -219,7 +229,11 @@ class ContactImportStore:
         assert counts is not None
         duplicates = sorted((r["line"], r["first_line"], r["unnamed"]) for r in duplicate_rows)
         return BatchResult(
-            duplicates=duplicates, new=counts["new"], existing=counts["existing"], linked=counts["linked"]
+            duplicates=duplicates,
+            new=counts["new"],
+            existing=counts["existing"],
+            linked=counts["linked"],
+            updated=counts["updated"],
         )
 
 
