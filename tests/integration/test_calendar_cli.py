@@ -4,44 +4,12 @@ presets and `--holiday-calendar` (docs/campaigns.md#calendar)."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import date, time
-from pathlib import Path
 
 import asyncpg
-import pytest
 
-from dialer.cli import main
-
-
-class Cli:
-    """Runs `dialer …` in-process against the test's database and captures its output."""
-
-    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
-        self._capsys = capsys
-
-    async def __call__(self, *argv: str) -> tuple[int, str, str]:
-        def call() -> int:
-            try:
-                return main(list(argv))
-            except SystemExit as exc:  # argparse usage errors
-                return int(exc.code or 0)
-
-        code = await asyncio.to_thread(call)  # main() runs its own event loop
-        out, err = self._capsys.readouterr()
-        return code, out, err
-
-
-@pytest.fixture
-def cli(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
-    """`dialer` pointed at the test database, with an empty config file and quiet logs."""
-    config = tmp_path / "config.toml"
-    config.write_text("")
-    monkeypatch.setenv("DIALER_CONFIG", str(config))
-    monkeypatch.setenv("DIALER_DATABASE__URL", db_url)
-    monkeypatch.setenv("DIALER_LOGGING__LEVEL", "warning")
-    return Cli(capsys)
+from tests.cli_helpers import Cli, cli  # noqa: F401 - the fixture (with a configured caller id)
 
 
 async def _campaign(conn: asyncpg.Connection, name: str = "c") -> uuid.UUID:
