@@ -86,6 +86,7 @@ async def test_edit_changes_only_what_is_given(cli: Cli, conn: asyncpg.Connectio
     assert out == f"campaign {cid} updated: script_template, max_concurrent_calls, calling_hours_start, " \
         "calling_hours_end, schedule_end\n"  # fmt: skip
     row = await conn.fetchrow("SELECT * FROM campaigns WHERE id = $1", cid)
+    assert row is not None
     assert row["script_template"] == "Hola {{first_name}}"
     assert (row["calling_hours_start"], row["calling_hours_end"]) == (time(10), time(14))
     assert row["schedule_end"] == datetime(2030, 1, 10, 19, 0)  # Madrid winter, +01:00
@@ -97,10 +98,16 @@ async def test_edit_changes_only_what_is_given(cli: Cli, conn: asyncpg.Connectio
     )
 
 
+async def _row(conn: asyncpg.Connection, cid: uuid.UUID) -> dict[str, object]:
+    row = await conn.fetchrow("SELECT * FROM campaigns WHERE id = $1", cid)
+    assert row is not None
+    return dict(row)
+
+
 async def test_edit_refuses_what_create_refuses(cli: Cli, conn: asyncpg.Connection) -> None:
     """A bad script or a past end is refused by `edit` like by `create`, and nothing changes."""
     cid = await _create(cli, "--script", "Hola")
-    before = dict(await conn.fetchrow("SELECT * FROM campaigns WHERE id = $1", cid))
+    before = await _row(conn, cid)
     code, _, err = await cli(
         "campaign", "edit", str(cid), "--script", "{{custom.}}", "--end", "2001-01-01T00:00Z"
     )
@@ -109,7 +116,7 @@ async def test_edit_refuses_what_create_refuses(cli: Cli, conn: asyncpg.Connecti
         f"error: campaign {cid} not changed: schedule_end 2001-01-01 00:00 UTC is in the past"
     )
     assert "unknown placeholder '{{custom.}}'" in err
-    assert dict(await conn.fetchrow("SELECT * FROM campaigns WHERE id = $1", cid)) == before
+    assert await _row(conn, cid) == before
 
 
 @pytest.mark.parametrize(

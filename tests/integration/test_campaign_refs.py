@@ -80,6 +80,7 @@ async def test_start_without_offset_is_the_campaign_zone(
     row = await conn.fetchrow(
         "SELECT schedule_start, schedule_end FROM campaigns WHERE id = $1", uuid.UUID(out.strip())
     )
+    assert row is not None
     assert (row["schedule_start"], row["schedule_end"]) == (start, end)
 
 

@@ -12,7 +12,7 @@ import pytest
 from dialer import csv_records
 from dialer.errors import ImportRejected
 from dialer.importer import ImportResult, import_csv, import_dnc_csv
-from tests.integration.test_operator_cli import Cli, cli  # noqa: F401 - the fixture
+from tests.cli_helpers import Cli, cli  # noqa: F401 - the fixture
 
 
 def _write(tmp_path: Path, text: str) -> Path:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from tests.integration.test_operator_cli import Cli, cli  # noqa: F401 - the fixture
+from tests.cli_helpers import Cli, cli  # noqa: F401 - the fixture
 
 NAMES = ["oops [/nope]", "[red]alarm[/red]", "[bold]", "clear\x1b[2Jscreen"]
 

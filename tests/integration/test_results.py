@@ -14,10 +14,10 @@ import asyncpg
 import pytest
 
 from dialer.carrier.simulator import RunningSimulator
+from tests.cli_helpers import Cli, cli  # noqa: F401  (the in-process CLI fixture)
 from tests.conftest import StartDaemon
 from tests.factories import add_contacts, madrid_number, make_campaign
 from tests.harness import wait_for
-from tests.integration.test_operator_cli import Cli, cli  # noqa: F401  (the in-process CLI fixture)
 
 EXPORT_COLUMNS_AT_LEAST = [
     "campaign_id", "contact_id", "first_name", "last_name", "phone_number", "call_status",
