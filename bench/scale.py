@@ -202,6 +202,7 @@ class Figures:
     plan: str = ""
     claim_few_in_hours_ms: float = 0.0  # only the 10 % New York contacts are in hours
     claim_none_in_hours_ms: float = 0.0  # no due call in hours: the scan finds nothing
+    activation_server_cpu_s: float = float("nan")  # every server process, while activation ran
 
     def per_contact_us(self, seconds: float) -> float:
         """Microseconds per contact."""
@@ -228,7 +229,16 @@ async def probe_claim(
     try:
         started = time.perf_counter()
         rows = await conn.fetch(
-            ClaimStore.CLAIM_SQL, cid, _utcnow(), "UTC", hours[0], hours[1], None, CLAIM_LIMIT, uuid.uuid4()
+            ClaimStore.CLAIM_SQL,
+            cid,
+            _utcnow(),
+            "UTC",
+            hours[0],
+            hours[1],
+            None,
+            CLAIM_LIMIT,
+            uuid.uuid4(),
+            None,  # no holiday calendar
         )
         elapsed = (time.perf_counter() - started) * 1000
     finally:
@@ -266,6 +276,7 @@ async def explain_claim(
             None,
             CLAIM_LIMIT,
             uuid.uuid4(),
+            None,  # no holiday calendar
         )
     finally:
         await tx.rollback()
@@ -295,16 +306,43 @@ async def _wait_for_instance(conn: asyncpg.Connection, proc: subprocess.Popen[by
         await asyncio.sleep(0.05)
 
 
+def server_cpu_seconds(server: Server) -> float:
+    """CPU seconds (user + system) used so far by the embedded server's processes —
+    postmaster, backends, checkpointer, WAL writer, autovacuum — or NaN for an
+    external server. Steadier than wall time on a shared machine: other work there
+    stretches the wall clock, not the CPU a statement needs."""
+    if server.embedded is None:
+        return float("nan")
+    pid = int((server.embedded.pgdata / "postmaster.pid").read_text().splitlines()[0])
+    total = 0.0
+    postmaster = psutil.Process(pid)
+    for proc in [postmaster, *postmaster.children()]:
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
+
+
 async def activate_and_dial(
-    conn: asyncpg.Connection, cid: uuid.UUID, contacts: int, sim_url: str, url: str, workdir: Path, f: Figures
+    server: Server,
+    conn: asyncpg.Connection,
+    cid: uuid.UUID,
+    contacts: int,
+    sim_url: str,
+    url: str,
+    workdir: Path,
+    f: Figures,
 ) -> None:
     """Run the daemon, activate the campaign, time activation (probing the claim
-    meanwhile), dial for DIAL_SECONDS, stop the daemon; record its peak RSS."""
+    meanwhile) and the server CPU it took, dial for DIAL_SECONDS, stop the daemon;
+    record its peak RSS. The server CPU includes the claims the daemon runs
+    meanwhile, as activation with dialing going on costs on a real server."""
     with daemon_process(url, sim_url, workdir) as proc:
         sampler = RssSampler(proc.pid)
         try:
             await _wait_for_instance(conn, proc)
             await asyncio.sleep(0.5)  # a first housekeeping pass on an idle database
+            cpu_before = server_cpu_seconds(server)
             started = time.monotonic()
             await conn.execute("UPDATE campaigns SET status = 'active' WHERE id = $1", cid)
             deadline = Deadline(ACTIVATION_BOUND, f"activation of {contacts:,} contacts")
@@ -320,6 +358,7 @@ async def activate_and_dial(
                     next_probe = time.monotonic() + PROBE_INTERVAL
                 await asyncio.sleep(0.02)
             f.activation_s = time.monotonic() - started
+            f.activation_server_cpu_s = server_cpu_seconds(server) - cpu_before
             await asyncio.sleep(DIAL_SECONDS)
             f.dialed = int(await conn.fetchval("SELECT count(*) FROM calls WHERE dialed_at IS NOT NULL"))
         finally:
@@ -381,7 +420,7 @@ async def measure(server: Server, sim_url: str, contacts: int, tmp: Path) -> Fig
                 raise AssertionError(f"import: {result.summary()}; first rejects: {rejected[:3]}")
             workdir = tmp / f"daemon-{contacts}"
             workdir.mkdir()
-            await activate_and_dial(conn, cid, contacts, sim_url, url, workdir, f)
+            await activate_and_dial(server, conn, cid, contacts, sim_url, url, workdir, f)
             await claims_at_depth(url, conn, cid, f)
         finally:
             await conn.close()
@@ -440,6 +479,7 @@ def print_report(big: Figures, small: Figures) -> None:
         )
     )
     _ratio_row("activation, per contact", big, small, "activation_s")
+    _ratio_row("activation server CPU, per contact", big, small, "activation_server_cpu_s")
     report(
         Result(
             "scale",
