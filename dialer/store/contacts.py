@@ -192,13 +192,19 @@ class ContactImportStore:
             -- the link, replaced when a later file brings other values (next week's
             -- appointment), the contact itself untouched. Two rows of a batch may be
             -- one contact (an unnamed row, then a named one with its number): linked
-            -- once, with the later row's fields. xmax = 0: a new link, not an update.
+            -- once, with the later row's fields. A link that already has these fields
+            -- is left out before the insert (an index probe; ON CONFLICT would lock
+            -- and rewrite its row). xmax = 0: a new link, not an update.
             INSERT INTO campaign_contacts (campaign_id, contact_id, fields)
-            SELECT DISTINCT ON (coalesce(m.existing_id, m.new_id))
-                   $1::uuid, coalesce(m.existing_id, m.new_id), m.custom_fields::jsonb
-            FROM matched m
-            WHERE $1::uuid IS NOT NULL
-            ORDER BY coalesce(m.existing_id, m.new_id), m.line DESC
+            SELECT $1::uuid, d.contact_id, d.fields
+            FROM (SELECT DISTINCT ON (coalesce(m.existing_id, m.new_id))
+                         coalesce(m.existing_id, m.new_id) AS contact_id, m.custom_fields::jsonb AS fields
+                  FROM matched m
+                  WHERE $1::uuid IS NOT NULL
+                  ORDER BY coalesce(m.existing_id, m.new_id), m.line DESC) d
+            WHERE NOT EXISTS (SELECT 1 FROM campaign_contacts cc
+                              WHERE cc.campaign_id = $1::uuid AND cc.contact_id = d.contact_id
+                                AND cc.fields = d.fields)
             ON CONFLICT ON CONSTRAINT campaign_contacts_campaign_contact_key
             DO UPDATE SET fields = EXCLUDED.fields
             WHERE campaign_contacts.fields IS DISTINCT FROM EXCLUDED.fields
