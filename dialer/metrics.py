@@ -8,7 +8,7 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "Counter", "Metrics"]
 
 
 class Metrics:
@@ -48,6 +48,25 @@ class Metrics:
             "dialer_callbacks", "Carrier callbacks by result (applied, ignored, unknown)", ["result"],
             registry=r,
         )
+        self.gather_seconds = Histogram(
+            "dialer_gather_seconds",
+            "Time to handle one key press (a <Gather> action request)",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=r,
+        )
+        self.key_presses = Counter(
+            "dialer_key_presses",
+            "Key presses (<Gather> action requests) by result (applied, ignored, unknown, malformed, error)",
+            ["result"],
+            registry=r,
+        )
+        self.responses = Counter(
+            "dialer_call_responses",
+            "Answers of finished calls: a campaign's declared outcomes, opted_out, transferred, "
+            "no_response, voicemail (other: a label no longer in the campaign's menu), by campaign",
+            ["campaign_id", "response"],
+            registry=r,
+        )
         self.signature_failures = Counter(
             "dialer_signature_failures", "Requests refused for a missing or wrong signature", registry=r
         )
@@ -73,7 +92,7 @@ class Metrics:
     def prune_campaigns(self, keep: Callable[[str], bool]) -> None:
         """Drop the per-campaign series of every campaign `keep` rejects (one that is
         no longer dialed), so the label's values stay bounded by the live campaigns."""
-        for counter in (self.dials, self.outcomes):
+        for counter in (self.dials, self.outcomes, self.responses):
             stale = {
                 tuple(sample.labels.values())
                 for family in counter.collect()

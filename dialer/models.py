@@ -84,6 +84,16 @@ class Campaign:
     # Read by ClaimStore.dialable_campaigns only: a blackout day applies to this campaign
     # within a day of now, so the scheduler's pre-check must look (False elsewhere).
     blackout_near: bool = False
+    # Interactive calls (docs/campaigns.md#menus): the keypad menu as stored (decoded
+    # JSON; None = a one-way call), how often the script is read again for no key,
+    # whether no_response is retried, the voicemail message, language and voice
+    # (None: the configuration's).
+    menu: Any = None
+    menu_repeats: int = 1
+    retry_no_response: bool = False
+    voicemail_template: str | None = None
+    language: str | None = None
+    voice: str | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +124,79 @@ class ClaimedCall:
     record_calls: bool
     ring_timeout_seconds: int
     time_limit_seconds: int
+    # As on Campaign (docs/campaigns.md#menus).
+    menu: Any = None
+    menu_repeats: int = 1
+    voicemail_template: str | None = None
+    language: str | None = None
+    voice: str | None = None
+
+    @property
+    def script(self) -> CallScript:
+        """What this call says, for the TwiML builder."""
+        return CallScript(
+            contact=self.contact,
+            from_number=self.from_number,
+            script_template=self.script_template,
+            menu=self.menu,
+            menu_repeats=self.menu_repeats,
+            voicemail_template=self.voicemail_template,
+            machine_detection=self.machine_detection,
+            language=self.language,
+            voice=self.voice,
+        )
+
+
+@dataclass(frozen=True)
+class CallScript:
+    """Everything the TwiML of one call is made from: its contact, and its campaign's
+    script, menu, voicemail message, caller id, language and voice (None: the
+    configuration's)."""
+
+    contact: Contact
+    from_number: str
+    script_template: str | None
+    menu: Any = None
+    menu_repeats: int = 1
+    voicemail_template: str | None = None
+    machine_detection: bool = False
+    language: str | None = None
+    voice: str | None = None
+
+    @property
+    def leaves_voicemail(self) -> bool:
+        """Whether a machine that answers hears the voicemail message (and the TwiML
+        is therefore decided when the carrier fetches it, knowing AnsweredBy)."""
+        return self.machine_detection and self.voicemail_template is not None
+
+
+@dataclass(frozen=True)
+class KeyPress:
+    """One keypad press, from a <Gather> action request. `keys` and `read` come from
+    the action URL the daemon wrote (signed): how many keys the call had recorded and
+    which reading of the script the gather was."""
+
+    call_sid: str
+    digit: str  # one keypad key
+    keys: int
+    read: int
+
+
+@dataclass(frozen=True)
+class KeyApplied:
+    """What recording a key press did (`dialer_apply_key`, sql/0013)."""
+
+    result: ApplyResult
+    response: str | None = None  # recorded by this press
+    script: CallScript | None = None  # the call's, when applied
+
+
+@dataclass(frozen=True)
+class KeyAnswer:
+    """The TwiML answering a key press, and what recording the press did."""
+
+    document: str
+    applied: KeyApplied
 
 
 @dataclass(frozen=True)

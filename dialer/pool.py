@@ -18,10 +18,11 @@ import structlog
 
 from dialer.carrier import FINAL_TWILIO_STATUSES, Carrier, DialRequest
 from dialer.errors import CarrierError, CarrierErrorKind, DatabaseUnavailable
+from dialer.menu import RESERVED_RESPONSES, MenuError, parse_menu
 from dialer.metrics import Metrics
 from dialer.models import ApplyResult, CallEvent, CallStatus, ClaimedCall, DialIntent
 from dialer.pacing import TokenBucket
-from dialer.store.live import LiveCall
+from dialer.store.live import CallEnding, LiveCall
 
 log = structlog.get_logger(__name__)
 
@@ -94,15 +95,23 @@ class PoolStore(Protocol):
         """The current status of each call."""
         ...
 
-    async def call_endings(
-        self, call_ids: Sequence[uuid.UUID]
-    ) -> dict[uuid.UUID, tuple[CallStatus, str | None]]:
-        """The status and outcome of each call."""
+    async def call_endings(self, call_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, CallEnding]:
+        """The status, outcome and response of each call."""
         ...
 
     async def live_call(self, call_id: uuid.UUID) -> LiveCall | None:
         """The call as a live call to follow, or None when it is not live."""
         ...
+
+
+def _declared(menu: Any) -> frozenset[str]:
+    """The outcome labels a campaign's menu declares (none for no menu or a bad one)."""
+    if menu is None:
+        return frozenset()
+    try:
+        return parse_menu(menu).outcomes
+    except MenuError:
+        return frozenset()
 
 
 @dataclass
@@ -118,6 +127,9 @@ class _Follow:
     dialing: bool = False
     heard_sid: str | None = None
     sid: str | None = None  # the call's CallSid once known, for its call_ended line
+    # The campaign's declared outcome labels: the response metric's label set is
+    # these and the reserved responses, nothing a row could say beyond them.
+    outcomes: frozenset[str] = frozenset()
 
 
 class CallPool:
@@ -173,7 +185,7 @@ class CallPool:
 
     def start(self, call: ClaimedCall) -> None:
         """Run a freshly claimed call to its end."""
-        self._spawn(call.id, call.campaign_id, self._dial_and_follow(call))
+        self._spawn(call.id, call.campaign_id, self._dial_and_follow(call), outcomes=_declared(call.menu))
 
     def resume(self, call: LiveCall) -> None:
         """Follow a call this instance adopted (restart, rescue): reconcile with the
@@ -181,8 +193,14 @@ class CallPool:
         if call.id not in self._tasks:
             self._spawn(call.id, call.campaign_id, self._resume(call))
 
-    def _spawn(self, call_id: uuid.UUID, campaign_id: uuid.UUID, coro: Coroutine[Any, Any, None]) -> None:
-        follow = _Follow(campaign_id=campaign_id)
+    def _spawn(
+        self,
+        call_id: uuid.UUID,
+        campaign_id: uuid.UUID,
+        coro: Coroutine[Any, Any, None],
+        outcomes: frozenset[str] = frozenset(),
+    ) -> None:
+        follow = _Follow(campaign_id=campaign_id, outcomes=outcomes)
         self._follows[call_id] = follow
         self._per_campaign[campaign_id] += 1
         task = asyncio.create_task(self._guard(call_id, coro), name=f"call-{call_id}")
@@ -245,17 +263,22 @@ class CallPool:
                 self._notified.update(ids)
                 await asyncio.sleep(DB_RETRY_DELAY)
                 continue
-            for call_id, (status, outcome) in endings.items():
-                if status.is_final:
-                    self._finished(call_id, status, outcome)
+            for call_id, ending in endings.items():
+                if ending.status.is_final:
+                    self._finished(call_id, ending)
 
-    def _finished(self, call_id: uuid.UUID, status: CallStatus, outcome: str | None) -> None:
+    def _finished(self, call_id: uuid.UUID, ending: CallEnding) -> None:
         """The database says the call is final: its coroutine may end."""
         follow = self._follows.get(call_id)
         if follow is None or follow.done.is_set():
             return
         follow.heard_at = time.monotonic()
-        self._ended(call_id, follow.campaign_id, follow.sid, status, outcome or status.value)
+        self._ended(call_id, follow.campaign_id, follow.sid, ending.status, ending.outcome or ending.status.value)
+        if (response := ending.response) is not None:
+            known = response in RESERVED_RESPONSES or response in follow.outcomes
+            self.metrics.responses.labels(
+                campaign_id=str(follow.campaign_id), response=response if known else "other"
+            ).inc()
         follow.done.set()
 
     def _ended(
@@ -296,9 +319,9 @@ class CallPool:
         ids = list(self._follows)
         if not ids:
             return
-        for call_id, (status, outcome) in (await self.store.call_endings(ids)).items():
-            if status.is_final:
-                self._finished(call_id, status, outcome)
+        for call_id, ending in (await self.store.call_endings(ids)).items():
+            if ending.status.is_final:
+                self._finished(call_id, ending)
 
     # -------------------------------------------------------------- shutdown
 
@@ -440,10 +463,9 @@ class CallPool:
             return
         await self._db(self.store.apply_call_event, call_id, record.as_event())
         if record.status in FINAL_TWILIO_STATUSES:
-            statuses = await self._db(self.store.call_statuses, [call_id])
-            status = statuses.get(call_id)
-            if status is not None and status.is_final:
-                self._finished(call_id, status, record.status)
+            ending = (await self._db(self.store.call_endings, [call_id])).get(call_id)
+            if ending is not None and ending.status.is_final:
+                self._finished(call_id, ending._replace(outcome=record.status))
 
     async def _reconcile_unknown(self, call_id: uuid.UUID, request: DialRequest) -> str | None:
         """The request may or may not have placed a call. Ask the carrier (and watch

@@ -121,6 +121,7 @@ class Daemon:
             voice=s.twilio.voice,
             language=s.twilio.language,
             lookup=self.store.call_for_twiml,
+            record_key=self.store.apply_key,
         )
         bucket = TokenBucket(s.dialer.calls_per_second, s.dialer.bucket_size)
         self.pool = CallPool(
@@ -161,6 +162,7 @@ class Daemon:
                 max_body_bytes=s.http.max_body_bytes,
                 is_ready=self.is_ready,
                 render_twiml=requests.document,
+                answer_key=requests.answer_key,
                 intercept=self.pool.intercept,
                 readiness_detail=self.supervisor.detail,
             ),

@@ -9,9 +9,17 @@ one `<Say>`; everything — template text and contact values alike — goes thro
 twilio's `VoiceResponse`, which XML-escapes it, so nothing in a template or a contact
 row can become TwiML.
 
+A campaign with a keypad menu (docs/campaigns.md#menus) reads its script inside a
+`<Gather numDigits="1">` — once, then `menu_repeats` more times — whose action URL
+(`/twilio/gather`, carrying the call id, which reading it is and how many keys the
+call has recorded, all covered by the signature) answers each key with the next
+document: the key's `say` and a hang-up, a transfer (`<Dial>`), or the script again.
+Every `say` text is a template rendered and escaped like the script. A campaign that
+leaves voicemail is answered by URL, so the document can depend on `AnsweredBy`.
+
 `CallRequests` turns a claimed call into its `DialRequest` (the document inline, or
-the daemon's TwiML URL when too long, and the signed callback URLs) and serves the
-document of a call at that URL.
+the daemon's TwiML URL when too long or decided at answer time, and the signed
+callback URLs), serves the document of a call at that URL, and answers key presses.
 """
 
 from __future__ import annotations
@@ -22,22 +30,29 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
+import structlog
 from twilio.twiml.voice_response import VoiceResponse
 
 from dialer.carrier import DialRequest
 from dialer.errors import TemplateError
-from dialer.models import ClaimedCall, Contact
+from dialer.menu import Action, Menu, MenuError, parse_menu
+from dialer.models import ApplyResult, CallScript, ClaimedCall, Contact, KeyAnswer, KeyApplied, KeyPress
 
 # Twilio rejects an inline `Twiml` parameter longer than this; the engine then serves
 # the document from its own TwiML URL instead.
 INLINE_TWIML_LIMIT = 4000
+# Seconds a <Gather> waits for a key after the script is read (Twilio's default).
+GATHER_TIMEOUT_SECONDS = 5
 
 # Spoken when a campaign has no script (None or only whitespace): a call that says
 # nothing would look like a nuisance call.
 DEFAULT_MESSAGE = "Hello, this is an automated call. Thank you, goodbye."
 
 CONTACT_FIELDS = ("first_name", "last_name", "phone_number", "email")
+
+log = structlog.get_logger(__name__)
 
 _PLACEHOLDER = re.compile(r"\{\{([^{}]*)\}\}")
 # A key: letters (any script), digits, '_', '-' and inner spaces ("custom.Fecha cita").
@@ -142,8 +157,108 @@ def fits_inline(twiml: str) -> bool:
     return len(twiml) <= INLINE_TWIML_LIMIT
 
 
-# The script template and contact of a call (the store's call_for_twiml), or None.
-ScriptLookup = Callable[[uuid.UUID], Awaitable[tuple[str | None, Contact] | None]]
+@dataclass(frozen=True)
+class Voice:
+    """The voice and language every <Say> and <Gather> of a call uses."""
+
+    voice: str
+    language: str
+
+
+def _say_text(template: str | None, contact: Contact) -> str:
+    """A `say` text rendered like the script; empty for none (nothing is said)."""
+    if template is None or not template.strip():
+        return ""
+    return render_script(template, contact)
+
+
+def _say(response: VoiceResponse, text: str, speech: Voice) -> None:
+    if text.strip():
+        response.say(text, voice=speech.voice, language=speech.language)
+
+
+def gather_url(public_url: str, call_id: uuid.UUID, *, read: int, keys: int) -> str:
+    """The action URL of a reading's <Gather>: the call, which reading (0 = the first)
+    and how many keys the call had recorded when this document was served."""
+    return f"{public_url}/twilio/gather?" + urlencode({"call_id": str(call_id), "read": read, "keys": keys})
+
+
+def _readings(
+    response: VoiceResponse, script: CallScript, speech: Voice, action: Callable[[int], str], first: int
+) -> None:
+    """The script inside a <Gather>, for readings `first` … menu_repeats: a key works
+    while it is read; no key falls through to the next reading, then to the end of
+    the document (the call ends as no_response, sql/0013)."""
+    text = render_script(script.script_template, script.contact)
+    if not text.strip():
+        text = DEFAULT_MESSAGE
+    for read in range(first, script.menu_repeats + 1):
+        gather = response.gather(
+            num_digits=1,
+            action=action(read),
+            method="POST",
+            timeout=GATHER_TIMEOUT_SECONDS,
+            finish_on_key="",  # '#' is a menu key like any other
+            language=speech.language,
+        )
+        gather.say(text, voice=speech.voice, language=speech.language)
+
+
+def call_document(
+    script: CallScript, speech: Voice, action: Callable[[int], str], *, answered_by: str | None = None
+) -> str:
+    """The first document of a call: the voicemail message when a machine answered a
+    campaign that leaves one, else the script — said once, or read as a menu."""
+    response = VoiceResponse()
+    if script.leaves_voicemail and (answered_by or "").startswith("machine"):
+        _say(response, _say_text(script.voicemail_template, script.contact), speech)
+        response.hangup()
+        return str(response)
+    if script.menu is None:
+        template, contact = script.script_template, script.contact
+        return render_twiml(template, contact, voice=speech.voice, language=speech.language)
+    _readings(response, script, speech, action, 0)
+    return str(response)
+
+
+def hangup_document() -> str:
+    """What a key press that records nothing for a live call hears: the end."""
+    response = VoiceResponse()
+    response.hangup()
+    return str(response)
+
+
+def key_document(
+    script: CallScript, menu: Menu, press: KeyPress, speech: Voice, action: Callable[[int, int], str]
+) -> str:
+    """The answer to a key press recorded on a call: the key's `say`, then a hang-up
+    (an outcome, an opt-out), the transfer, or the script again (repeat: from the
+    same reading; a key the menu lacks: the next reading, if any is left).
+    `action(read, keys)` is the gather URL."""
+    response = VoiceResponse()
+    keys = press.keys + 1
+    entry = menu.get(press.digit)
+    if entry is None:
+        if press.read >= script.menu_repeats:
+            response.hangup()
+        else:
+            _readings(response, script, speech, lambda read: action(read, keys), press.read + 1)
+        return str(response)
+    _say(response, _say_text(entry.say, script.contact), speech)
+    if entry.action is Action.REPEAT:
+        _readings(response, script, speech, lambda read: action(read, keys), press.read)
+    elif entry.action is Action.TRANSFER:
+        assert entry.to is not None  # parse_menu requires it
+        response.dial(entry.to, caller_id=script.from_number)
+    else:
+        response.hangup()
+    return str(response)
+
+
+# What a call says (the store's call_for_twiml), or None for an unknown call.
+ScriptLookup = Callable[[uuid.UUID], Awaitable[CallScript | None]]
+# Records a key press (the store's apply_key): one statement.
+KeyRecorder = Callable[[uuid.UUID, KeyPress], Awaitable[KeyApplied]]
 
 
 @dataclass(frozen=True)
@@ -151,20 +266,33 @@ class CallRequests:
     """What a call says and where the carrier reports on it, for one daemon.
 
     `public_url` is the address the carrier reaches (no trailing slash); every URL
-    carries `?call_id=<uuid>`, which the callback signature covers."""
+    carries `?call_id=<uuid>`, which the callback signature covers. `voice` and
+    `language` are the configuration's, for campaigns without their own."""
 
     public_url: str
     voice: str
     language: str
     lookup: ScriptLookup
+    record_key: KeyRecorder | None = None
+
+    def speech(self, script: CallScript) -> Voice:
+        """The campaign's voice and language, else the configuration's."""
+        return Voice(script.voice or self.voice, script.language or self.language)
+
+    def _action(self, call_id: uuid.UUID, keys: int) -> Callable[[int], str]:
+        return lambda read: gather_url(self.public_url, call_id, read=read, keys=keys)
 
     def build(self, call: ClaimedCall) -> DialRequest:
-        """The carrier request for a claimed call: its TwiML inline when it fits,
-        else the URL the carrier fetches it from; the recording callback only when
-        the campaign records."""
-        doc = render_twiml(call.script_template, call.contact, voice=self.voice, language=self.language)
+        """The carrier request for a claimed call: its TwiML inline when it fits and
+        does not depend on who answers, else the URL the carrier fetches it from;
+        DetectMessageEnd when a machine gets the voicemail message; the recording
+        callback only when the campaign records."""
+        script = call.script
         query = f"?call_id={call.id}"
-        inline = fits_inline(doc)
+        doc = None
+        if not script.leaves_voicemail:
+            doc = call_document(script, self.speech(script), self._action(call.id, 0))
+        inline = doc is not None and fits_inline(doc)
         return DialRequest(
             to=call.contact.phone_number,
             from_=call.from_number,
@@ -174,16 +302,43 @@ class CallRequests:
             timeout_seconds=call.ring_timeout_seconds,
             time_limit_seconds=call.time_limit_seconds,
             machine_detection=call.machine_detection,
+            detect_message_end=script.leaves_voicemail,
             record=call.record_calls,
             recording_callback_url=(
                 f"{self.public_url}/twilio/recording{query}" if call.record_calls else None
             ),
         )
 
-    async def document(self, call_id: uuid.UUID) -> str | None:
-        """The TwiML document of a call (served at /twilio/twiml), None when unknown."""
-        found = await self.lookup(call_id)
-        if found is None:
+    async def document(self, call_id: uuid.UUID, answered_by: str | None = None) -> str | None:
+        """The TwiML document of a call (served at /twilio/twiml) for the carrier's
+        `AnsweredBy`; None when the call is unknown."""
+        script = await self.lookup(call_id)
+        if script is None:
             return None
-        template, contact = found
-        return render_twiml(template, contact, voice=self.voice, language=self.language)
+        return call_document(script, self.speech(script), self._action(call_id, 0), answered_by=answered_by)
+
+    async def answer_key(self, call_id: uuid.UUID, press: KeyPress) -> KeyAnswer:
+        """Record a key press (one statement) and answer it with the next document. A
+        press that records nothing (replayed, late, unknown call) hears a hang-up:
+        the call it belongs to, if any, has moved on."""
+        if self.record_key is None:
+            raise RuntimeError("CallRequests.record_key is not wired")
+        applied = await self.record_key(call_id, press)
+        script = applied.script
+        if applied.result is not ApplyResult.APPLIED or script is None or script.menu is None:
+            return KeyAnswer(hangup_document(), applied)
+        try:
+            menu = parse_menu(script.menu)
+            document = key_document(
+                script,
+                menu,
+                press,
+                self.speech(script),
+                lambda read, keys: gather_url(self.public_url, call_id, read=read, keys=keys),
+            )
+        except (MenuError, TemplateError) as exc:
+            # The menu or a text was changed into something invalid during the call
+            # (housekeeping stops the campaign for it): end the call cleanly.
+            log.error("menu_unusable_during_call", call_id=str(call_id), error=str(exc))
+            document = hangup_document()
+        return KeyAnswer(document, applied)

@@ -10,6 +10,7 @@ from datetime import datetime
 
 from dialer import calendars, numbers
 from dialer.errors import TemplateError
+from dialer.menu import menu_problem
 from dialer.models import Campaign
 
 NO_CALLER_ID = "no caller id: set campaigns.caller_id or twilio.from_number"
@@ -30,7 +31,9 @@ def campaign_problems(
     `known_zones` are the IANA zones PostgreSQL knows (calling hours are computed in
     SQL); `validate_template` raises TemplateError for a script that cannot render;
     `default_from_number` stands in for a campaign without its own caller id. A
-    `holiday_calendar` must name a calendar of the `holidays` package (static data)."""
+    `holiday_calendar` must name a calendar of the `holidays` package (static data). A
+    menu (docs/campaigns.md#menus) must be a valid object of the documented shape, its
+    transfers to E.164 numbers, its `say` texts templates like the script."""
     problems: list[str] = []
     if c.schedule_end is not None and c.schedule_end < now:
         # Only a campaign that never ran gets here (housekeeping completes the others):
@@ -42,6 +45,13 @@ def campaign_problems(
     except TemplateError as exc:
         text = str(exc)  # twiml's own message already names the column
         problems.append(text if text.startswith("script_template:") else f"script_template: {text}")
+    if c.menu is not None and (problem := menu_problem(c.menu, validate_template)):
+        problems.append(f"menu: {problem}")
+    if c.voicemail_template is not None:
+        try:
+            validate_template(c.voicemail_template)
+        except TemplateError as exc:
+            problems.append(f"voicemail_template: {str(exc).removeprefix('script_template: ')}")
     if not (c.caller_id or default_from_number):
         problems.append(NO_CALLER_ID)
     if c.caller_id:

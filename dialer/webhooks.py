@@ -34,8 +34,9 @@ from twilio.request_validator import RequestValidator
 from dialer.carrier import FINAL_TWILIO_STATUSES
 from dialer.errors import DatabaseUnavailable, DialerError
 from dialer.http_limits import HttpGuard, default_guard
-from dialer.metrics import CONTENT_TYPE_LATEST, Metrics
-from dialer.models import ApplyResult, CallEvent
+from dialer.menu import KEYS
+from dialer.metrics import CONTENT_TYPE_LATEST, Counter, Metrics
+from dialer.models import ApplyResult, CallEvent, KeyAnswer, KeyPress
 from dialer.signatures import SignatureChecker
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "call_event_from_form",
     "create_app",
     "create_metrics_app",
+    "key_press_from",
     "parse_twilio_timestamp",
     "serve",
 ]
@@ -59,6 +61,8 @@ FORM_CONTENT_TYPE: Final = "application/x-www-form-urlencoded"
 # Twilio reads nothing from a status callback's body; an empty TwiML document is the
 # most neutral 2xx answer and is also valid should a callback URL be reused as a voice URL.
 EMPTY_TWIML: Final = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+# What a key press for no call of ours hears: the end.
+EMPTY_HANGUP: Final = '<?xml version="1.0" encoding="UTF-8"?><Response><Hangup/></Response>'
 # The store's columns (calls.call_sid, calls.recording_url) are varchar(255): a longer
 # value could never be stored, and answering 503 for it would make Twilio retry forever.
 MAX_FIELD_CHARS: Final = 255
@@ -111,10 +115,15 @@ class WebhookDeps:
     metrics: Metrics
     max_body_bytes: int
     is_ready: Callable[[], Awaitable[bool]]  # DB pool and LISTEN connection both up
-    render_twiml: Callable[[uuid.UUID], Awaitable[str | None]]  # None when the call is unknown
+    # The call's document for the carrier's AnsweredBy (None when absent); None when
+    # the call is unknown.
+    render_twiml: Callable[[uuid.UUID, str | None], Awaitable[str | None]]
     # Engine fast path: True when it absorbed a non-final event for a call it holds
     # locally, so no DB write is needed. Called only for non-final events, before the store.
     intercept: Callable[[uuid.UUID | None, CallEvent], bool] | None = None
+    # Records a key press (one statement) and answers it with the next document
+    # (twiml.CallRequests.answer_key); None: /twilio/gather answers 404.
+    answer_key: Callable[[uuid.UUID, KeyPress], Awaitable[KeyAnswer]] | None = None
     # Lines appended to /readyz's answer (side loops restarted after a crash); they do
     # not change the status code.
     readiness_detail: Callable[[], list[str]] | None = None
@@ -220,6 +229,26 @@ def call_event_from_form(form: Mapping[str, str], *, now: datetime | None = None
         start_time=stamp if status == "in-progress" else None,
         end_time=stamp if final else None,
     )
+
+
+# The reading and key count a gather URL carries are small; anything else is not ours.
+MAX_GATHER_COUNTER: Final = 1000
+
+
+def key_press_from(query: Mapping[str, str], form: Mapping[str, str]) -> KeyPress:
+    """Build a KeyPress from a <Gather> action request: `read` and `keys` from the
+    (signed) query string the daemon wrote, CallSid and one keypad key in Digits from
+    the form. MalformedCallback names what is missing or wrong."""
+    counters = []
+    for name in ("read", "keys"):
+        raw = query.get(name, "")
+        if not raw.isascii() or not raw.isdigit() or int(raw) > MAX_GATHER_COUNTER:
+            raise MalformedCallback(f"query parameter {name} is not a small whole number")
+        counters.append(int(raw))
+    digit = form.get("Digits", "")
+    if len(digit) != 1 or digit not in KEYS:
+        raise MalformedCallback("Digits is not one keypad key (0-9, * or #)")
+    return KeyPress(call_sid=_required(form, "CallSid"), digit=digit, keys=counters[1], read=counters[0])
 
 
 def _call_id(request: web.Request) -> uuid.UUID | None:
@@ -372,17 +401,62 @@ class _Webhooks:
             self._finish(result, kind="recording", status=recording_status)
             return _twiml_ok()
 
+    # -- /twilio/gather ----------------------------------------------------------------
+
+    async def gather(self, request: web.Request) -> web.StreamResponse:
+        """POST /twilio/gather: a key pressed during a menu; answered with the next document."""
+        started = time.perf_counter()
+        try:
+            return await self._gather(request)
+        finally:
+            self.deps.metrics.gather_seconds.observe(time.perf_counter() - started)
+
+    async def _gather(self, request: web.Request) -> web.StreamResponse:
+        if self.deps.answer_key is None:
+            raise web.HTTPNotFound()
+        form = await self._admit(request)
+        call_id = _call_id(request)
+        try:
+            press = key_press_from(request.query, self._form(form))
+        except MalformedCallback as exc:
+            return self._malformed(str(exc), metric=self.deps.metrics.key_presses)
+        with structlog.contextvars.bound_contextvars(call_sid=press.call_sid):
+            if call_id is None:
+                # No call of ours can be meant: acknowledged, so the caller hears a clean end.
+                self.deps.metrics.key_presses.labels(result="unknown").inc()
+                log.info("gather_unknown_call")
+                return _twiml(EMPTY_HANGUP)
+            try:
+                answer = await asyncio.wait_for(
+                    self.deps.answer_key(call_id, press), timeout=self.deps.store_timeout_seconds
+                )
+            except DB_ERRORS:
+                self.deps.metrics.db_errors.inc()
+                self.deps.metrics.key_presses.labels(result="error").inc()
+                log.exception("gather_db_error")
+                return _retry_later()
+            result = answer.applied.result
+            self.deps.metrics.key_presses.labels(result=result.value).inc()
+            if result is ApplyResult.UNKNOWN:
+                log.info("gather_unknown_call")
+            else:
+                log.info("key_pressed", result=result.value, response=answer.applied.response)
+            return _twiml(answer.document)
+
     # -- /twilio/twiml -----------------------------------------------------------------
 
     async def twiml(self, request: web.Request) -> web.StreamResponse:
-        """GET|POST /twilio/twiml: the TwiML document of a call (scripts too long to inline)."""
-        await self._admit(request)
+        """GET|POST /twilio/twiml: the TwiML document of a call (a script too long to
+        inline, or one that depends on who answered: AnsweredBy)."""
+        form = await self._admit(request)
         call_id = _call_id(request)
         if call_id is None:
             raise web.HTTPNotFound()
+        fields = request.query if request.method == "GET" else (form or MultiDict())
+        answered_by = fields.get("AnsweredBy") or None
         try:
             document = await asyncio.wait_for(
-                self.deps.render_twiml(call_id), timeout=self.deps.store_timeout_seconds
+                self.deps.render_twiml(call_id, answered_by), timeout=self.deps.store_timeout_seconds
             )
         except DB_ERRORS:
             self.deps.metrics.db_errors.inc()
@@ -391,7 +465,7 @@ class _Webhooks:
         if document is None:
             log.info("twiml_unknown_call")
             raise web.HTTPNotFound()
-        return web.Response(text=document, content_type="text/xml", charset="utf-8")
+        return _twiml(document)
 
     # -- shared callback plumbing ------------------------------------------------------
 
@@ -401,8 +475,8 @@ class _Webhooks:
             raise MalformedCallback("body is not a UTF-8 application/x-www-form-urlencoded form")
         return form
 
-    def _malformed(self, reason: str) -> web.StreamResponse:
-        self._count("malformed")
+    def _malformed(self, reason: str, metric: Counter | None = None) -> web.StreamResponse:
+        (metric or self.deps.metrics.callbacks).labels(result="malformed").inc()
         log.warning("callback_malformed", reason=reason)
         return web.Response(status=400, text=reason + "\n")
 
@@ -465,7 +539,11 @@ def _metrics_handler(metrics: Metrics) -> Callable[[web.Request], Awaitable[web.
 
 
 def _twiml_ok() -> web.Response:
-    return web.Response(text=EMPTY_TWIML, content_type="text/xml", charset="utf-8")
+    return _twiml(EMPTY_TWIML)
+
+
+def _twiml(document: str) -> web.Response:
+    return web.Response(text=document, content_type="text/xml", charset="utf-8")
 
 
 def _retry_later() -> web.Response:
@@ -520,6 +598,7 @@ def create_app(deps: WebhookDeps, *, with_metrics: bool = True) -> web.Applicati
     handlers = _Webhooks(deps)
     app.router.add_post("/twilio/status", handlers.status)
     app.router.add_post("/twilio/recording", handlers.recording)
+    app.router.add_post("/twilio/gather", handlers.gather)
     app.router.add_get("/twilio/twiml", handlers.twiml, allow_head=False)
     app.router.add_post("/twilio/twiml", handlers.twiml)
     app.router.add_get("/healthz", handlers.healthz)

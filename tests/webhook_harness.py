@@ -117,7 +117,7 @@ async def _ready() -> bool:
     return True
 
 
-async def _no_twiml(call_id: uuid.UUID) -> str | None:
+async def _no_twiml(call_id: uuid.UUID, answered_by: str | None) -> str | None:
     return None
 
 
@@ -135,7 +135,7 @@ async def make_server() -> AsyncIterator[MakeServer]:
             public_url: str = PUBLIC_URL,
             max_body_bytes: int = 64 * 1024,
             is_ready: Callable[[], Awaitable[bool]] = _ready,
-            render_twiml: Callable[[uuid.UUID], Awaitable[str | None]] = _no_twiml,
+            render_twiml: Callable[[uuid.UUID, str | None], Awaitable[str | None]] = _no_twiml,
             intercept: Callable[[uuid.UUID | None, CallEvent], bool] | None = None,
             store_timeout_seconds: float = 10.0,
         ) -> Server:

@@ -35,6 +35,9 @@ class DialRequest:
     timeout_seconds: int = 30  # ring time
     time_limit_seconds: int = 600  # cost guard
     machine_detection: bool = False
+    # With machine_detection: wait for the end of a machine's greeting (the beep)
+    # before the TwiML runs, so a voicemail message lands whole on the recording.
+    detect_message_end: bool = False
     record: bool = False
     recording_callback_url: str | None = None
 

@@ -222,7 +222,7 @@ class TwilioCarrier:
             kwargs["url"] = request.twiml_url
             kwargs["method"] = "POST"
         if request.machine_detection:
-            kwargs["machine_detection"] = "Enable"
+            kwargs["machine_detection"] = "DetectMessageEnd" if request.detect_message_end else "Enable"
         if request.record:
             kwargs["record"] = True
             if request.recording_callback_url:

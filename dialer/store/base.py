@@ -58,7 +58,8 @@ CAMPAIGN_COLUMNS: Final = """
     id, name, status, script_template, caller_id, timezone, schedule_start, schedule_end,
     calling_hours_start, calling_hours_end, calling_days, max_retries, retry_delay_minutes,
     max_concurrent_calls, machine_detection, machine_is_failure, record_calls,
-    ring_timeout_seconds, time_limit_seconds, last_error, total_calls, holiday_calendar
+    ring_timeout_seconds, time_limit_seconds, last_error, total_calls, holiday_calendar,
+    menu, menu_repeats, retry_no_response, voicemail_template, language, voice
 """
 
 

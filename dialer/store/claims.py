@@ -173,6 +173,11 @@ class ClaimStore(StoreBase):
                 record_calls=campaign.record_calls,
                 ring_timeout_seconds=campaign.ring_timeout_seconds,
                 time_limit_seconds=campaign.time_limit_seconds,
+                menu=campaign.menu,
+                menu_repeats=campaign.menu_repeats,
+                voicemail_template=campaign.voicemail_template,
+                language=campaign.language,
+                voice=campaign.voice,
             )
             for r in rows
         ]
@@ -265,8 +270,9 @@ class ClaimStore(StoreBase):
     # The dial gate, for a batch of calls ($1 ids, $2 each one's time; group commit):
     # a call passes while still pending, claimed by $3 and not yet dialed, its campaign
     # active, valid and inside its window at its time, the contact inside calling hours
-    # on an open local date ($4: the zone of last resort). Writes dialed_at; returns
-    # the calls that passed.
+    # on an open local date ($4: the zone of last resort) and its number not on
+    # do_not_call (it may have opted out in another campaign since the claim:
+    # docs/invariants.md#8). Writes dialed_at; returns the calls that passed.
     BEGIN_DIAL_SQL: Final = """
         UPDATE calls k SET dialed_at = t.at
         FROM unnest($1::uuid[], $2::timestamp[]) AS t(id, at), campaigns c, contacts ct
@@ -278,16 +284,19 @@ class ClaimStore(StoreBase):
           AND dialer_may_call(t.at, coalesce(ct.resolved_timezone, c.timezone, $4),
                               c.calling_hours_start, c.calling_hours_end, c.calling_days,
                               c.id, c.holiday_calendar)
+          AND NOT EXISTS (SELECT 1 FROM do_not_call d WHERE d.phone_number = ct.phone_number)
         RETURNING k.id
     """
 
     @translate_errors
     async def begin_dial(self, call_id: uuid.UUID) -> bool:
         """The gate right before a carrier request: succeeds only while the campaign
-        is active, inside its window, and the contact inside calling hours on a day
-        that is no holiday or blackout day in its own zone — and
-        records dialed_at first, so after a crash we know a request may have left.
-        Gates opened at nearly the same moment share one statement (group commit)."""
+        is active, inside its window, the contact inside calling hours on a day that
+        is no holiday or blackout day in its own zone and its number not on the
+        do-not-call list — and records dialed_at first, so after a crash we know a
+        request may have left (a refused claim handed back is cancelled by the next
+        claim when the number is on the list). Gates opened at nearly the same moment
+        share one statement (group commit)."""
         return await self._dial_gates.submit((call_id, self.clock()))
 
     @functools.cached_property

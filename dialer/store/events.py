@@ -1,5 +1,5 @@
 """What the carrier said about a call: the create response (adoption), a failed
-request, status callbacks and fetches, recordings (docs/architecture.md, steps 4 to
+request, status callbacks and fetches, key presses, recordings (docs/architecture.md, steps 4 to
 6). How an attempt ends is decided in SQL, in one place (sql/0009_attempt_end.sql);
 these methods hand it the facts and the engine's intent in one statement each."""
 
@@ -15,9 +15,10 @@ import structlog
 
 from dialer.carrier import FINAL_TWILIO_STATUSES, PERMANENT_ERROR_CODES
 from dialer.database import translate_errors
-from dialer.models import ApplyResult, CallEvent, CallStatus, DialIntent
+from dialer.models import ApplyResult, CallEvent, CallStatus, DialIntent, KeyApplied, KeyPress
 from dialer.store.base import StoreBase
 from dialer.store.group_commit import GroupCommit
+from dialer.store.live import script_from_row
 
 log = structlog.get_logger(__name__)
 
@@ -167,6 +168,45 @@ class CallEventStore(StoreBase):
         for i, row in zip(order, rows, strict=True):
             results[i] = (row["result"], row["call_id"], row["expected_sid"])
         return results
+
+    # One keypad press (sql/0013), and in the same statement what the call says next:
+    # its campaign's menu and script and its contact ($6: the caller id of last resort).
+    APPLY_KEY_SQL: Final = """
+        SELECT g.result, g.recorded,
+               c.script_template, c.menu, c.menu_repeats, c.voicemail_template, c.machine_detection,
+               c.language, c.voice, coalesce(c.caller_id, $6) AS from_number,
+               ct.first_name, ct.last_name, ct.phone_number, ct.email, ct.custom_fields,
+               coalesce(cc.fields, '{}'::jsonb) AS fields
+        FROM dialer_apply_key($1, $2, $3, $4, $5) g
+        LEFT JOIN campaigns c ON c.id = g.call_campaign AND g.result = 'applied'
+        LEFT JOIN contacts ct ON ct.id = g.call_contact AND g.result = 'applied'
+        LEFT JOIN campaign_contacts cc
+            ON cc.campaign_id = g.call_campaign AND cc.contact_id = g.call_contact AND g.result = 'applied'
+    """
+
+    @translate_errors
+    async def apply_key(self, call_id: uuid.UUID, press: KeyPress) -> KeyApplied:
+        """Record one keypad press in one transaction (digits, the response the key
+        means, the contact's response, the do-not-call row of an opt-out) and read
+        what the call says next. A replayed, stale or late press (the call final or
+        answered already, or its key count moved on) changes nothing: IGNORED."""
+        row = await self.pool.fetchrow(
+            self.APPLY_KEY_SQL,
+            call_id,
+            press.call_sid,
+            press.keys,
+            press.digit,
+            self.clock(),
+            self.default_from_number,
+        )
+        assert row is not None  # a function with OUT parameters returns one row
+        if row["result"] == "sid_mismatch":
+            log.error("gather_sid_mismatch", call_id=str(call_id), call_sid=press.call_sid)
+            return KeyApplied(ApplyResult.IGNORED)
+        result = ApplyResult(row["result"])
+        if result is not ApplyResult.APPLIED:
+            return KeyApplied(result)
+        return KeyApplied(result, response=row["recorded"], script=script_from_row(row))
 
     _RECORDING: Final = (
         "UPDATE calls SET recording_url = $3 WHERE (id = $1 OR call_sid = $2) AND call_sid = $2"

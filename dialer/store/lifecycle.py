@@ -5,12 +5,13 @@ subject:
     instances.py     registration, heartbeat, clean stop
     housekeeping.py  contact checks, expiry, cancellation, validation, activation, completion
     claims.py        dialable campaigns, claims, the dial gate, handing a claim back
-    events.py        adoption, failed requests, carrier events, recordings
+    events.py        adoption, failed requests, carrier events, key presses, recordings
     live.py          live calls, rescue, shutdown, the TwiML lookup
 
 Each method is one short transaction (most are one statement), behind the error
 boundary (`dialer.database.translate_errors`). How an attempt ends is not here but in
-SQL, in one place (sql/0009_attempt_end.sql).
+SQL, in one place (sql/0009_attempt_end.sql, with the response rules of
+sql/0013_interactive_calls.sql).
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from dialer.store.claims import ClaimStore
 from dialer.store.events import CallEventStore
 from dialer.store.housekeeping import HousekeepingStore
 from dialer.store.instances import InstanceStore
-from dialer.store.live import LiveCall, LiveCallStore
+from dialer.store.live import CallEnding, LiveCall, LiveCallStore
 
-__all__ = ["Clock", "LifecycleStore", "LiveCall", "utcnow"]
+__all__ = ["CallEnding", "Clock", "LifecycleStore", "LiveCall", "utcnow"]
 
 
 class LifecycleStore(InstanceStore, HousekeepingStore, ClaimStore, CallEventStore, LiveCallStore):

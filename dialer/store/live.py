@@ -8,12 +8,13 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
+import asyncpg
 import structlog
 
 from dialer.database import translate_errors
-from dialer.models import CallStatus, Contact
+from dialer.models import CallScript, CallStatus, Contact
 from dialer.store.base import StoreBase
 from dialer.store.claims import hand_back
 
@@ -35,6 +36,14 @@ class LiveCall:
     time_limit_seconds: int
 
 
+class CallEnding(NamedTuple):
+    """How a call stands: its status, the carrier's outcome, the callee's response."""
+
+    status: CallStatus
+    outcome: str | None
+    response: str | None
+
+
 # What following a live call needs; $2 is the caller id of last resort.
 _LIVE_SELECT: Final = """
     SELECT k.id, k.campaign_id, k.status, k.call_sid, k.dialed_at, ct.phone_number,
@@ -54,16 +63,14 @@ class LiveCallStore(StoreBase):
         rows = await self.pool.fetch(self._STATUSES, list(call_ids))
         return {r["id"]: CallStatus(r["status"]) for r in rows}
 
-    _ENDINGS: Final = "SELECT id, status, outcome FROM calls WHERE id = ANY($1::uuid[])"
+    _ENDINGS: Final = "SELECT id, status, outcome, response FROM calls WHERE id = ANY($1::uuid[])"
 
     @translate_errors
-    async def call_endings(
-        self, call_ids: Sequence[uuid.UUID]
-    ) -> dict[uuid.UUID, tuple[CallStatus, str | None]]:
-        """Status and outcome of these calls, as the rows hold them (what a NOTIFY
-        payload only claims)."""
+    async def call_endings(self, call_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, CallEnding]:
+        """Status, outcome and response of these calls, as the rows hold them (what a
+        NOTIFY payload only claims)."""
         rows = await self.pool.fetch(self._ENDINGS, list(call_ids))
-        return {r["id"]: (CallStatus(r["status"]), r["outcome"]) for r in rows}
+        return {r["id"]: CallEnding(CallStatus(r["status"]), r["outcome"], r["response"]) for r in rows}
 
     _LIVE_BY_ID: Final = _LIVE_SELECT + "WHERE k.id = $1"
 
@@ -138,8 +145,11 @@ class LiveCallStore(StoreBase):
         result = await self.pool.execute(self._RETURN_UNSTARTED, self.instance_id)
         return int(result.split()[-1])
 
-    _TWIML_OF_CALL: Final = """
-        SELECT c.script_template, ct.first_name, ct.last_name, ct.phone_number, ct.email, ct.custom_fields,
+    # What the TwiML of a call is made from ($2: the caller id of last resort).
+    _SCRIPT_OF_CALL: Final = """
+        SELECT c.script_template, c.menu, c.menu_repeats, c.voicemail_template, c.machine_detection,
+               c.language, c.voice, coalesce(c.caller_id, $2) AS from_number,
+               ct.first_name, ct.last_name, ct.phone_number, ct.email, ct.custom_fields,
                coalesce(cc.fields, '{}'::jsonb) AS fields
         FROM calls k JOIN campaigns c ON c.id = k.campaign_id JOIN contacts ct ON ct.id = k.contact_id
         LEFT JOIN campaign_contacts cc ON cc.campaign_id = k.campaign_id AND cc.contact_id = k.contact_id
@@ -147,17 +157,30 @@ class LiveCallStore(StoreBase):
     """
 
     @translate_errors
-    async def call_for_twiml(self, call_id: uuid.UUID) -> tuple[str | None, Contact] | None:
-        """The script template and contact of a call, to serve its TwiML document."""
-        row = await self.pool.fetchrow(self._TWIML_OF_CALL, call_id)
-        if row is None:
-            return None
-        contact = Contact(
+    async def call_for_twiml(self, call_id: uuid.UUID) -> CallScript | None:
+        """What a call says (its campaign's script, menu, voicemail, voice, and its
+        contact), to serve its TwiML document; None for an unknown call."""
+        row = await self.pool.fetchrow(self._SCRIPT_OF_CALL, call_id, self.default_from_number)
+        return None if row is None else script_from_row(row)
+
+
+def script_from_row(row: asyncpg.Record) -> CallScript:
+    """A CallScript from a row with the columns of `_SCRIPT_OF_CALL`."""
+    return CallScript(
+        contact=Contact(
             first_name=row["first_name"],
             last_name=row["last_name"],
             phone_number=row["phone_number"],
             email=row["email"],
             custom_fields=row["custom_fields"] or {},
             fields=row["fields"] or {},
-        )
-        return row["script_template"], contact
+        ),
+        from_number=row["from_number"],
+        script_template=row["script_template"],
+        menu=row["menu"],
+        menu_repeats=row["menu_repeats"],
+        voicemail_template=row["voicemail_template"],
+        machine_detection=row["machine_detection"],
+        language=row["language"],
+        voice=row["voice"],
+    )

@@ -362,10 +362,10 @@ async def test_an_unknown_intent_or_ending_is_refused(conn: asyncpg.Connection) 
     s = await _seed(conn, status="pending", call_sid=None)
     with pytest.raises(asyncpg.InvalidParameterValueError, match="unknown intent retry"):
         await _dial_failed(conn, s.call_id, "retry")
-    with pytest.raises(asyncpg.InvalidParameterValueError, match="unknown ending voicemail"):
+    with pytest.raises(asyncpg.InvalidParameterValueError, match="unknown ending fax"):
         await conn.execute(
             """
-            SELECT dialer_end_attempt(k, c, 'failed', 'voicemail', 'x', $2, NULL, NULL, NULL, NULL, NULL)
+            SELECT dialer_end_attempt(k, c, 'failed', 'fax', 'x', $2, NULL, NULL, NULL, NULL, NULL)
             FROM calls k JOIN campaigns c ON c.id = k.campaign_id WHERE k.id = $1
             """,
             s.call_id,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from dialer.errors import TemplateError
-from dialer.models import ClaimedCall, Contact
+from dialer.models import CallScript, ClaimedCall, Contact
 from dialer.twiml import (
     DEFAULT_MESSAGE,
     INLINE_TWIML_LIMIT,
@@ -143,8 +143,11 @@ def _claimed(script: str | None, *, record: bool = False) -> ClaimedCall:
 
 
 def _requests(known: dict[uuid.UUID, tuple[str | None, Contact]] | None = None) -> CallRequests:
-    async def lookup(call_id: uuid.UUID) -> tuple[str | None, Contact] | None:
-        return (known or {}).get(call_id)
+    async def lookup(call_id: uuid.UUID) -> CallScript | None:
+        found = (known or {}).get(call_id)
+        if found is None:
+            return None
+        return CallScript(contact=found[1], from_number="+34910000000", script_template=found[0])
 
     return CallRequests(public_url="https://dialer.example.com", voice="alice", language="es-ES", lookup=lookup)
 

@@ -408,7 +408,7 @@ async def test_twiml_document_get_and_post(make_server: MakeServer) -> None:
     """The TwiML of a known call is served as text/xml on GET and POST."""
     known = uuid.uuid4()
 
-    async def render(call_id: uuid.UUID) -> str | None:
+    async def render(call_id: uuid.UUID, answered_by: str | None) -> str | None:
         return "<Response><Say>Hola</Say></Response>" if call_id == known else None
 
     server = await make_server(render_twiml=render)
