@@ -7,6 +7,11 @@ completed) for calls held by another live instance, so every callback goes throu
 signature validation and the store: the worst case for this daemon (the calls it
 dials itself absorb the three non-final ones in memory).
 
+Then, on the same daemon, key presses (`/twilio/gather`, docs/webhooks.md#the-gather-route):
+every call of a menu campaign gets `*` (recorded, answered with the script again) then
+`1` (recorded as confirmed, answered with its text and a hang-up) — each one signed
+request, one SQL statement and a TwiML document — reported beside the status figure.
+
     .venv/bin/python bench/webhooks.py [--calls 5000] [--quick]
 """
 
@@ -43,6 +48,13 @@ from dialer.service import Daemon
 
 CONNECTIONS = 50
 STATUSES = ("initiated", "ringing", "in-progress", "completed")
+PRESSES = ("*", "1")
+MENU = {
+    "1": {"outcome": "confirmed", "say": "Gracias {{first_name}}, su cita queda confirmada."},
+    "2": {"outcome": "declined", "say": "Entendido, anulamos su cita."},
+    "9": {"action": "opt_out", "say": "No volveremos a llamarle."},
+    "*": {"action": "repeat"},
+}
 
 
 def _requests(public_url: str, calls: list[tuple[str, str]]) -> list[list[tuple[str, bytes, str]]]:
@@ -70,12 +82,37 @@ def _requests(public_url: str, calls: list[tuple[str, str]]) -> list[list[tuple[
     return out
 
 
-def _load_main(out: Any, base_url: str, public_url: str, calls: list[tuple[str, str]]) -> None:
+def _gather_requests(public_url: str, calls: list[tuple[str, str]]) -> list[list[tuple[str, bytes, str]]]:
+    """Per call, its key presses (path, body, signature) as Twilio sends a <Gather> action."""
+    from twilio.request_validator import RequestValidator
+
+    from dialer.twiml import gather_url
+
+    validator = RequestValidator(SIMULATOR_AUTH_TOKEN)
+    out = []
+    for call_id, sid in calls:
+        seq = []
+        for keys, digit in enumerate(PRESSES):
+            url = gather_url(public_url, uuid.UUID(call_id), read=0, keys=keys)
+            params = {
+                "AccountSid": SIMULATOR_ACCOUNT_SID, "ApiVersion": "2010-04-01", "CallSid": sid,
+                "CallStatus": "in-progress", "Called": "+34910000001", "Caller": "+34910000000",
+                "Direction": "outbound-api", "From": "+34910000000", "To": "+34910000001",
+                "Digits": digit, "FinishedOnKey": "",
+            }
+            signature = validator.compute_signature(url, params)
+            seq.append((url.removeprefix(public_url), urlencode(params).encode(), signature))
+        out.append(seq)
+    return out
+
+
+def _load_main(out: Any, base_url: str, public_url: str, calls: list[tuple[str, str]], kind: str) -> None:
     """Child process: sign everything first, then send with CONNECTIONS workers; each
-    worker plays one call's callbacks in order. Puts (elapsed, latencies, errors)."""
+    worker plays one call's requests (callbacks or key presses) in order. Puts
+    (elapsed, latencies, errors)."""
     import aiohttp
 
-    work = _requests(public_url, calls)
+    work = _requests(public_url, calls) if kind == "status" else _gather_requests(public_url, calls)
 
     async def go() -> tuple[float, list[float], int]:
         latencies: list[float] = []
@@ -105,11 +142,13 @@ def _load_main(out: Any, base_url: str, public_url: str, calls: list[tuple[str, 
     out.put(asyncio.run(go()))
 
 
-def load(base_url: str, public_url: str, calls: list[tuple[str, str]]) -> tuple[float, list[float], int]:
+def load(
+    base_url: str, public_url: str, calls: list[tuple[str, str]], kind: str = "status"
+) -> tuple[float, list[float], int]:
     """Run the load generator in its own process and wait for its figures."""
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_load_main, args=(queue, base_url, public_url, calls), daemon=True)
+    proc = ctx.Process(target=_load_main, args=(queue, base_url, public_url, calls, kind), daemon=True)
     proc.start()
     try:
         result: tuple[float, list[float], int] = queue.get(timeout=600)
@@ -139,6 +178,23 @@ async def _seed_calls(conn: asyncpg.Connection, count: int) -> list[tuple[str, s
         """,
         cid,
         other,
+    )
+    return [(str(r["id"]), r["call_sid"]) for r in rows]
+
+
+async def _seed_menu_calls(conn: asyncpg.Connection) -> list[tuple[str, str]]:
+    """A second attempt, in progress, for every contact of the (finished) status run,
+    its campaign now with a menu; held by the other live instance like the first."""
+    await conn.execute("UPDATE campaigns SET menu = $1", MENU)
+    rows = await conn.fetch(
+        """
+        INSERT INTO calls (campaign_id, contact_id, status, call_sid, retry_count,
+                           claimed_by, claimed_at, dialed_at)
+        SELECT campaign_id, contact_id, 'in_progress', 'CA' || md5(contact_id::text || 'menu'), 1,
+               claimed_by, timezone('utc', now()), timezone('utc', now())
+        FROM calls WHERE retry_count = 0
+        RETURNING id, call_sid
+        """
     )
     return [(str(r["id"]), r["call_sid"]) for r in rows]
 
@@ -192,6 +248,15 @@ async def run(calls: int) -> None:
                 conn = await database.connect(url)
                 try:
                     done = await conn.fetchval("SELECT count(*) FROM calls WHERE status = 'completed'")
+                    menu_calls = await _seed_menu_calls(conn)
+                finally:
+                    await conn.close()
+                g_elapsed, g_lat, g_err = await asyncio.to_thread(load, public, public, menu_calls, "gather")
+                conn = await database.connect(url)
+                try:
+                    answered = await conn.fetchval(
+                        "SELECT count(*) FROM calls WHERE response = 'confirmed' AND digits = '*1'"
+                    )
                 finally:
                     await conn.close()
             finally:
@@ -214,6 +279,22 @@ async def run(calls: int) -> None:
     p99 = percentile(d_lat, 99)
     report(Result("webhooks", "callback p99", p99, "ms", baseline="bare p99",
                   baseline_value=percentile(b_lat, 99), goal="< 50 ms", met=p99 < 50))
+    presses = calls * len(PRESSES)
+    if g_err or answered != calls:
+        print(f"  WARNING: {g_err} gather errors, {answered}/{calls} calls answered confirmed after *1")
+    g_rate = presses / g_elapsed
+    report(
+        Result(
+            "webhooks", f"signed key presses ({presses:,}, {CONNECTIONS} conns)", g_rate, "req/s",
+            baseline="status callbacks, same daemon", baseline_value=rate, ratio=g_rate / rate,
+            goal=">= 1.00 of status", met=g_rate / rate >= 1.0,
+        )
+    )
+    report(Result("webhooks", "key press p50", percentile(g_lat, 50), "ms",
+                  baseline="callback p50", baseline_value=percentile(d_lat, 50)))
+    g99 = percentile(g_lat, 99)
+    report(Result("webhooks", "key press p99", g99, "ms", baseline="callback p99",
+                  baseline_value=p99, goal="<= callback p99", met=g99 <= p99))
     ours, theirs = signature_check_cost()
     report(Result("webhooks", "signature check (SignatureChecker)", ours, "µs",
                   baseline="RequestValidator.validate", baseline_value=theirs, ratio=ours / theirs))

@@ -6,6 +6,11 @@ a CSV of generated contacts through the same importer operators use, starts the
 campaign by writing its status, shows live progress until the daemon marks it
 completed, and prints the summary. Every call goes the production way: the twilio
 package → HTTP → simulator → signed callbacks → webhooks → PostgreSQL.
+
+The campaign is an appointment reminder in Spanish with a keypad menu
+(docs/campaigns.md#menus): the simulator's callees confirm, cancel, ask for
+reception, opt out, press nothing, hang up or are answering machines that get the
+voicemail message, and the progress view shows their responses arriving.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from dialer.importer import import_csv
 from dialer.logs import configure_logging
 from dialer.loopback import is_loopback_host
 from dialer.models import CampaignStatus
-from dialer.progress import render_progress, watch
+from dialer.progress import render_progress, responses_line, watch
 from dialer.service import Daemon
 from dialer.store.campaigns import CampaignProgress, CampaignStore, NewCampaign
 from dialer.store.contacts import DoNotCallStore
@@ -41,10 +46,36 @@ from dialer.text import markup_safe
 
 DEMO_DATABASE = "dialer_demo"
 CALLER_ID = "+34910000000"
+RECEPTION = "+34910000099"
+CAMPAIGN_NAME = "Recordatorio de citas (demo)"
 SCRIPT = (
-    "Hello {{first_name}}, this is Clínica Demo reminding you of your appointment on "
-    "{{custom.appointment}}. Press 1 to confirm."
+    "Hola {{first_name}}, le llamamos de Clínica Demo para recordarle su cita del "
+    "{{custom.fecha}} a las {{custom.hora}}. Pulse 1 para confirmarla, 2 para anularla, "
+    "0 para hablar con recepción, 9 si no desea recibir más llamadas, o asterisco para "
+    "escuchar este mensaje de nuevo."
 )
+MENU = {
+    "1": {"outcome": "confirmed", "say": "Gracias {{first_name}}, su cita queda confirmada."},
+    "2": {"outcome": "declined", "say": "Entendido, anulamos su cita. Hasta pronto."},
+    "0": {"action": "transfer", "to": RECEPTION, "say": "Le pasamos con recepción."},
+    "9": {"action": "opt_out", "say": "No volveremos a llamarle. Disculpe las molestias."},
+    "*": {"action": "repeat"},
+}
+VOICEMAIL = (
+    "Hola {{first_name}}, le llamábamos de Clínica Demo para recordarle su cita del "
+    "{{custom.fecha}} a las {{custom.hora}}. Si necesita cambiarla, llámenos. Gracias."
+)
+# Who answers the demo's calls (the simulator's callee mix, docs/carrier.md#callees);
+# answering machines come from the simulator's `machine` outcome weight.
+CALLEES = {
+    "press:1": 55.0,
+    "press:2": 10.0,
+    "press:*,1": 6.0,
+    "press:0": 3.0,
+    "press:9": 4.0,
+    "silent": 12.0,
+    "hangup:4": 6.0,
+}
 FIRST = [
     "Ana",
     "Luis",
@@ -100,15 +131,16 @@ def write_contacts_csv(path: Path, count: int, rng: random.Random) -> list[str]:
     numbers: list[str] = []
     with path.open("w", newline="", encoding="utf-8") as f:
         out = csv.writer(f)
-        out.writerow(["first_name", "last_name", "phone_number", "email", "appointment"])
+        out.writerow(["first_name", "last_name", "phone_number", "email", "fecha", "hora"])
         for i in range(count):
             first, last = rng.choice(FIRST), rng.choice(LAST)
             number = f"+34 91 {100 + i // 10000:03d} {i % 10000:04d}"
             numbers.append(number.replace(" ", ""))
-            day = rng.randint(1, 28)
-            out.writerow([first, last, number, f"{first.lower()}.{i}@example.com", f"December {day}"])
-        out.writerow(["Bad", "Number", "12345", "", "December 1"])
-        out.writerow(["No", "Country", "+999 1234", "", "December 2"])
+            day, hour, minute = rng.randint(1, 28), rng.randint(9, 19), rng.choice((0, 15, 30, 45))
+            email = f"{first.lower()}.{i}@example.com"
+            out.writerow([first, last, number, email, f"{day} de diciembre", f"{hour}:{minute:02d}"])
+        out.writerow(["Bad", "Number", "12345", "", "1 de diciembre", "10:00"])
+        out.writerow(["No", "Country", "+999 1234", "", "2 de diciembre", "11:00"])
     return numbers
 
 
@@ -134,7 +166,13 @@ def demo_settings(settings: Settings, port: int) -> Settings:
             "twilio": settings.twilio.model_copy(
                 update={"api_base_url": "https://api.twilio.com", "from_number": CALLER_ID}
             ),
-            "simulator": settings.simulator.model_copy(update={"time_scale": 0.02, "max_latency_ms": 200}),
+            "simulator": settings.simulator.model_copy(
+                update={
+                    "time_scale": 0.02,
+                    "max_latency_ms": 200,
+                    "callees": settings.simulator.callees or CALLEES,
+                }
+            ),
             "dialer": settings.dialer.model_copy(
                 update={
                     "calls_per_second": 25.0,
@@ -212,11 +250,16 @@ async def _campaign(daemon: Daemon, db_url: str, count: int, rng: random.Random,
         campaigns = CampaignStore(conn)
         campaign_id = await campaigns.create(
             NewCampaign(
-                name="Appointment reminders (demo)",
+                name=CAMPAIGN_NAME,
                 script_template=SCRIPT,
                 max_retries=2,
                 retry_delay_minutes=0,
                 caller_id=CALLER_ID,
+                menu=MENU,
+                machine_detection=True,
+                voicemail_template=VOICEMAIL,
+                language="es-ES",
+                voice="Polly.Lucia",
             )
         )
         with tempfile.TemporaryDirectory() as tmp:
@@ -258,10 +301,11 @@ async def _follow(
     for _ in range(1200):
         (snapshot,) = await fetch()
         done = snapshot.finished_contacts
+        answers = responses_line(snapshot.responses) or "none yet"
         console.print(
             f"{snapshot.status}: {done}/{snapshot.contacts} contacts final, "
             f"{snapshot.total_calls} calls ({snapshot.successful_calls} completed, "
-            f"{snapshot.failed_calls} failed, {snapshot.pending_calls} open)"
+            f"{snapshot.failed_calls} failed, {snapshot.pending_calls} open); responses: {answers}"
         )
         if snapshot.is_final:
             return snapshot

@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import json
 import sys
 import uuid
 from datetime import datetime
@@ -17,6 +18,8 @@ from typing import Any
 from dialer import progress
 from dialer.config import Settings
 from dialer.database import Connection
+from dialer.errors import TemplateError
+from dialer.menu import menu_problem
 from dialer.models import Campaign, CampaignStatus
 from dialer.operator import rules
 from dialer.operator.checks import check_campaign, enforce
@@ -45,6 +48,14 @@ from dialer.operator.common import (
 from dialer.operator.contacts import add_format_options, file_format, import_contacts
 from dialer.store.campaigns import CampaignProgress, CampaignStore, NewCampaign
 from dialer.text import printable
+from dialer.twiml import validate_template
+
+
+def menu_repeats_arg(text: str) -> int:
+    value = non_negative_arg(text)
+    if value > 10:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at most 10")
+    return value
 
 
 def draft_of(new: NewCampaign) -> Campaign:
@@ -71,6 +82,12 @@ def draft_of(new: NewCampaign) -> Campaign:
         ring_timeout_seconds=30,
         time_limit_seconds=600,
         last_error=None,
+        menu=new.menu,
+        menu_repeats=1 if new.menu_repeats is None else new.menu_repeats,
+        retry_no_response=new.retry_no_response,
+        voicemail_template=new.voicemail_template,
+        language=new.language,
+        voice=new.voice,
     )
 
 
@@ -96,6 +113,12 @@ async def _campaign_create(args: argparse.Namespace, conn: Connection, settings:
     # After the rules: a preset may give the zone --start/--end are read in.
     start, end = schedule_window(args.start, args.end, args.timezone or settings.dialer.default_timezone)
     hours = args.hours or (None, None)
+    menu = _menu(args.menu) if args.menu is not None else None
+    if args.voicemail is not None:
+        try:
+            validate_template(args.voicemail)
+        except TemplateError as exc:
+            raise CommandFailed(f"--voicemail: {str(exc).removeprefix('script_template: ')}") from None
     new = NewCampaign(
         name=args.name.strip(),
         description=args.description,
@@ -113,6 +136,12 @@ async def _campaign_create(args: argparse.Namespace, conn: Connection, settings:
         schedule_end=end,
         machine_detection=args.machine_detection,
         record_calls=args.record,
+        menu=menu,
+        menu_repeats=args.menu_repeats,
+        retry_no_response=args.retry_no_response,
+        voicemail_template=args.voicemail,
+        language=args.language,
+        voice=args.voice,
     )
     store = CampaignStore(conn)
     enforce(await check_campaign(store, draft_of(new), settings, with_contacts=False), "campaign not created")
@@ -120,6 +149,26 @@ async def _campaign_create(args: argparse.Namespace, conn: Connection, settings:
     log.debug("campaign_created", campaign_id=str(campaign_id))
     print(campaign_id)
     return 0
+
+
+def _menu(text: str) -> Any:
+    """The menu of `--menu TEXT|@FILE` as decoded JSON; CommandFailed (exit 1) naming
+    the problem when it cannot be read or is not a valid menu (docs/campaigns.md#menus)."""
+    where = "--menu"
+    if text.startswith("@"):
+        where = f"--menu {text[1:]}"
+        try:
+            text = Path(text[1:]).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CommandFailed(f"{where}: cannot read the file: {exc}") from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CommandFailed(f"{where}: not JSON: {exc}") from None
+    problem = menu_problem(raw, validate_template)
+    if problem:
+        raise CommandFailed(f"{where}: {problem}")
+    return raw
 
 
 async def _campaign_add_contacts(args: argparse.Namespace, conn: Connection) -> int:
@@ -242,6 +291,29 @@ def register(campaign: Any) -> None:
     p.add_argument("--record", action="store_true", help="record calls")
     rules.add_arguments(p)
     p.set_defaults(handler=configured_handler(_campaign_create))
+    p.add_argument(
+        "--menu",
+        metavar="JSON|@FILE",
+        help="keypad menu: key → outcome/action (docs/campaigns.md#menus); checked here",
+    )
+    p.add_argument(
+        "--menu-repeats",
+        type=menu_repeats_arg,
+        metavar="N",
+        help="readings again without a key (0-10, default 1)",
+    )
+    p.add_argument("--retry-no-response", action="store_true", help="retry contacts who press nothing")
+    p.add_argument(
+        "--voicemail",
+        type=script_arg,
+        metavar="TEXT|@FILE",
+        help="message left on answering machines (needs --machine-detection)",
+    )
+    p.add_argument(
+        "--language", metavar="LANG", help="of every Say/Gather, e.g. es-ES (default: twilio.language)"
+    )
+    p.add_argument("--voice", metavar="VOICE", help="e.g. Polly.Lucia (default: twilio.voice)")
+    p.set_defaults(handler=command_handler(_campaign_create))
 
     p = campaign.add_parser("add-contacts", help="add contacts to a campaign")
     p.add_argument("id", type=campaign_id_arg, metavar="ID")

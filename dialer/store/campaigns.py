@@ -53,6 +53,13 @@ class NewCampaign:
     schedule_end: datetime | None = None  # naive UTC
     machine_detection: bool = False
     record_calls: bool = False
+    # Interactive calls (docs/campaigns.md#menus); None leaves the column's default.
+    menu: Any = None  # decoded JSON, checked by the caller (dialer.menu.menu_problem)
+    menu_repeats: int | None = None
+    retry_no_response: bool = False
+    voicemail_template: str | None = None
+    language: str | None = None
+    voice: str | None = None
 
 
 # The name the status trigger gives its refusal (sql/0010_campaign_control.sql).
@@ -131,6 +138,8 @@ class CampaignProgress:
     failed_calls: int
     contacts: int
     dispositions: dict[str, int] = field(default_factory=dict)
+    # Contacts per latest answer (campaign_contacts.response): confirmed, opted_out, …
+    responses: dict[str, int] = field(default_factory=dict)
     dialed_last_minute: int = 0
     next_due_at: datetime | None = None  # naive UTC
     now: datetime | None = None  # the database's clock (naive UTC) when read
@@ -241,6 +250,12 @@ class CampaignStore:
             "schedule_end": new.schedule_end,
             "machine_detection": new.machine_detection,
             "record_calls": new.record_calls,
+            "menu": new.menu,
+            "menu_repeats": new.menu_repeats,
+            "retry_no_response": new.retry_no_response,
+            "voicemail_template": new.voicemail_template,
+            "language": new.language,
+            "voice": new.voice,
         }
         # Only the columns given, so the schema's defaults (max_retries …) stay the one truth.
         given = {k: v for k, v in values.items() if v is not None}
@@ -513,7 +528,7 @@ class CampaignStore:
 
     @translate_errors
     async def progress(self, campaign_id: uuid.UUID) -> CampaignProgress | None:
-        """Counters, dispositions, dial rate and next due call of one campaign."""
+        """Counters, dispositions, responses, dial rate and next due call of one campaign."""
         row = await self._conn.fetchrow(
             """
             SELECT c.id, c.name, c.status::text AS status, c.last_error,
@@ -521,6 +536,10 @@ class CampaignStore:
                    (SELECT coalesce(jsonb_object_agg(d.call_status, d.n), '{}'::jsonb)
                     FROM (SELECT call_status, count(*) AS n FROM campaign_contacts
                           WHERE campaign_id = c.id GROUP BY call_status) d) AS dispositions,
+                   (SELECT coalesce(jsonb_object_agg(r.response, r.n), '{}'::jsonb)
+                    FROM (SELECT response, count(*) AS n FROM campaign_contacts
+                          WHERE campaign_id = c.id AND response IS NOT NULL
+                          GROUP BY response) r) AS responses,
                    (SELECT count(*) FROM calls k
                     WHERE k.campaign_id = c.id AND k.status <> 'scheduled'
                       AND k.dialed_at > timezone('utc', now()) - interval '1 minute') AS dialed_last_minute,
@@ -545,6 +564,7 @@ class CampaignStore:
             failed_calls=row["failed_calls"],
             contacts=sum(dispositions.values()),
             dispositions=dispositions,
+            responses={str(k): int(v) for k, v in row["responses"].items()},
             dialed_last_minute=row["dialed_last_minute"],
             next_due_at=row["next_due_at"],
             now=row["now"],

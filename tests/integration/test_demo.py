@@ -56,7 +56,7 @@ def _run_demo_in(tmp_path: Path) -> None:
         assert console, out[-3000:]
         with urllib.request.urlopen(f"{console.group(1)}/", timeout=10) as page:
             board = page.read().decode()
-        assert "Appointment reminders (demo)" in board and "completed" in board
+        assert "Recordatorio de citas (demo)" in board and "completed" in board
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0
     finally:
@@ -69,4 +69,6 @@ def _run_demo_in(tmp_path: Path) -> None:
     assert "line 62: " in out and "line 63: " in out
     assert "completed in" in out
     assert "invalid_number 3" in out and "do_not_call 2" in out
+    # The Spanish appointment reminder's answers, tallied in the final status block.
+    assert re.search(r"responses\s+confirmed \d+", out), out[-2000:]
     assert (tmp_path / "[bold]var" / "demo" / "pgdata" / "PG_VERSION").exists()

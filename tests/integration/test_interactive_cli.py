@@ -1,0 +1,123 @@
+"""The operator's side of interactive calls: `campaign create --menu … --voicemail …
+--language … --voice …` on a real database (a bad menu is refused at create, exit 1),
+and `campaign status` showing the tally of responses."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from dialer.progress import responses_line
+from tests.integration.test_operator_cli import Cli, cli
+
+__all__ = ["cli"]  # the fixture, used below
+
+MENU = {
+    "1": {"outcome": "confirmed", "say": "Gracias {{first_name}}."},
+    "2": {"outcome": "declined"},
+    "0": {"action": "transfer", "to": "+34910000000"},
+    "9": {"action": "opt_out", "say": "No volveremos a llamarle."},
+    "*": {"action": "repeat"},
+}
+
+
+async def test_create_with_a_menu_voicemail_language_and_voice(
+    cli: Cli, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    """Every interactive option lands in its column; the menu is stored as the JSON object given."""
+    (tmp_path / "menu.json").write_text(json.dumps(MENU), encoding="utf-8")
+    (tmp_path / "vm.txt").write_text("Hola {{first_name}}, le llamábamos por su cita.", encoding="utf-8")
+    code, out, err = await cli(
+        "campaign", "create", "Citas", "--script", "Pulse 1 para confirmar",
+        "--menu", f"@{tmp_path / 'menu.json'}", "--voicemail", f"@{tmp_path / 'vm.txt'}",
+        "--machine-detection", "--language", "es-ES", "--voice", "Polly.Lucia",
+        "--menu-repeats", "2", "--retry-no-response",
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    row = await conn.fetchrow("SELECT * FROM campaigns WHERE id = $1", uuid.UUID(out.strip()))
+    assert row is not None
+    assert row["menu"] == MENU
+    assert (row["menu_repeats"], row["retry_no_response"], row["machine_detection"]) == (2, True, True)
+    assert row["voicemail_template"] == "Hola {{first_name}}, le llamábamos por su cita."
+    assert (row["language"], row["voice"]) == ("es-ES", "Polly.Lucia")
+
+
+async def test_create_without_a_menu_keeps_todays_one_way_call(cli: Cli, conn: asyncpg.Connection) -> None:
+    """No --menu: menu null, menu_repeats 1, no retry of no_response, no language or voice of its own."""
+    code, out, _ = await cli("campaign", "create", "Aviso")
+    assert code == 0
+    row = await conn.fetchrow("SELECT * FROM campaigns WHERE id = $1", uuid.UUID(out.strip()))
+    assert row is not None
+    assert (row["menu"], row["menu_repeats"], row["retry_no_response"], row["language"], row["voice"]) == (
+        None,
+        1,
+        False,
+        None,
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("menu", "message"),
+    [
+        ('{"1": {"outcome": "Confirmed"}}', "--menu: key '1': outcome 'Confirmed' must be lowercase"),
+        ('{"0": {"action": "transfer", "to": "910000000"}}', "--menu: key '0': transfer to '910000000'"),
+        ('{"1": {"outcome": "voicemail"}}', "--menu: key '1': outcome 'voicemail' is reserved"),
+        ('{"1": {"outcome": "ok", "say": "{{nombre}}"}}', "--menu: key '1' say: unknown placeholder"),
+        ('["1"]', "--menu: must be a JSON object"),
+        ("{1: 2}", "--menu: not JSON"),
+        ("@/nonexistent/menu.json", "--menu /nonexistent/menu.json: cannot read the file"),
+    ],
+)
+async def test_a_bad_menu_is_refused_at_create_with_the_reason(
+    cli: Cli, conn: asyncpg.Connection, menu: str, message: str
+) -> None:
+    """A menu that is not a valid object of the documented shape: exit 1, the reason on stderr, no row."""
+    code, out, err = await cli("campaign", "create", "Citas", "--menu", menu)
+    assert code == 1
+    assert message in err
+    assert await conn.fetchval("SELECT count(*) FROM campaigns") == 0
+
+
+async def test_a_bad_voicemail_text_is_refused_at_create(cli: Cli, conn: asyncpg.Connection) -> None:
+    """An unknown placeholder in --voicemail: exit 1 naming it, no row."""
+    code, _, err = await cli("campaign", "create", "Citas", "--voicemail", "Hola {{nombre}}")
+    assert code == 1 and "--voicemail: unknown placeholder '{{nombre}}'" in err
+    assert await conn.fetchval("SELECT count(*) FROM campaigns") == 0
+
+
+async def test_status_shows_the_tally_of_responses(cli: Cli, conn: asyncpg.Connection) -> None:
+    """`campaign status` prints the contacts' latest answers: outcomes first, then the reserved ones."""
+    cid = await conn.fetchval(
+        "INSERT INTO campaigns (name, status, menu) VALUES ('c', 'active', $1) RETURNING id", MENU
+    )
+    answers = (
+        ["confirmed"] * 3 + ["declined"] + ["opted_out"] * 2 + ["no_response"] + ["voicemail"] * 2 + [None]
+    )
+    for i, answer in enumerate(answers):
+        contact = await conn.fetchval(
+            "INSERT INTO contacts (phone_number) VALUES ($1) RETURNING id", f"+3491100{i:04d}"
+        )
+        await conn.execute(
+            "INSERT INTO campaign_contacts (campaign_id, contact_id, call_status, response) VALUES ($1, $2, $3, $4)",
+            cid,
+            contact,
+            "completed" if answer else "pending",
+            answer,
+        )
+    code, out, _ = await cli("campaign", "status", str(cid))
+    assert code == 0
+    assert "responses confirmed 3, declined 1, opted out 2, no response 1, voicemail 2" in " ".join(out.split())
+
+
+def test_the_responses_line_orders_outcomes_by_count_then_reserved() -> None:
+    """The campaign's own labels, most frequent first, then opted out, transferred, no response, voicemail."""
+    line = responses_line(
+        {"voicemail": 22, "declined": 14, "no_response": 40, "confirmed": 120, "opted_out": 3}
+    )
+    assert line == "confirmed 120, declined 14, opted out 3, no response 40, voicemail 22"
+    assert responses_line({}) == ""
