@@ -77,7 +77,7 @@ async def test_a_bad_menu_is_refused_at_create_with_the_reason(
     cli: Cli, conn: asyncpg.Connection, menu: str, message: str
 ) -> None:
     """A menu that is not a valid object of the documented shape: exit 1, the reason on stderr, no row."""
-    code, out, err = await cli("campaign", "create", "Citas", "--menu", menu)
+    code, _, err = await cli("campaign", "create", "Citas", "--menu", menu)
     assert code == 1
     assert message in err
     assert await conn.fetchval("SELECT count(*) FROM campaigns") == 0
