@@ -191,7 +191,7 @@ class CallPool:
         """Follow a call this instance adopted (restart, rescue): reconcile with the
         carrier first, since its callbacks may have come while nobody listened."""
         if call.id not in self._tasks:
-            self._spawn(call.id, call.campaign_id, self._resume(call))
+            self._spawn(call.id, call.campaign_id, self._resume(call), outcomes=_declared(call.menu))
 
     def _spawn(
         self,
@@ -273,7 +273,8 @@ class CallPool:
         if follow is None or follow.done.is_set():
             return
         follow.heard_at = time.monotonic()
-        self._ended(call_id, follow.campaign_id, follow.sid, ending.status, ending.outcome or ending.status.value)
+        outcome = ending.outcome or ending.status.value
+        self._ended(call_id, follow.campaign_id, follow.sid, ending.status, outcome)
         if (response := ending.response) is not None:
             known = response in RESERVED_RESPONSES or response in follow.outcomes
             self.metrics.responses.labels(

@@ -34,6 +34,7 @@ class LiveCall:
     from_number: str
     ring_timeout_seconds: int
     time_limit_seconds: int
+    menu: Any = None  # the campaign's menu, for the labels its responses may carry
 
 
 class CallEnding(NamedTuple):
@@ -47,7 +48,8 @@ class CallEnding(NamedTuple):
 # What following a live call needs; $2 is the caller id of last resort.
 _LIVE_SELECT: Final = """
     SELECT k.id, k.campaign_id, k.status, k.call_sid, k.dialed_at, ct.phone_number,
-           coalesce(c.caller_id, $2) AS from_number, c.ring_timeout_seconds, c.time_limit_seconds
+           coalesce(c.caller_id, $2) AS from_number, c.ring_timeout_seconds, c.time_limit_seconds,
+           c.menu
     FROM calls k JOIN contacts ct ON ct.id = k.contact_id JOIN campaigns c ON c.id = k.campaign_id
 """
 
@@ -130,6 +132,7 @@ class LiveCallStore(StoreBase):
                 from_number=r["from_number"],
                 ring_timeout_seconds=r["ring_timeout_seconds"],
                 time_limit_seconds=r["time_limit_seconds"],
+                menu=r["menu"],
             )
             for r in rows
         ]
