@@ -52,8 +52,7 @@ async def test_the_claim_and_the_twiml_lookup_carry_the_campaign_fields(conn: as
     assert render_script(SCRIPT, call.contact) == expected
     found = await store.call_for_twiml(call.id)
     assert found is not None
-    template, looked_up = found
-    assert render_script(template, looked_up) == expected
+    assert render_script(found.script_template, found.contact) == expected
 
 
 async def test_the_same_contact_speaks_each_campaigns_own_fields(conn: asyncpg.Connection, store: LifecycleStore) -> None:
@@ -73,7 +72,7 @@ async def test_the_same_contact_speaks_each_campaigns_own_fields(conn: asyncpg.C
         for call in await store.claim(campaign, 10):
             found = await store.call_for_twiml(call.id)
             assert found is not None
-            spoken[campaign.id] = render_script(found[0], found[1])
+            spoken[campaign.id] = render_script(found.script_template, found.contact)
             await store.release_claim(call.id)  # one live call per contact: let the other go
     assert spoken == {first: "Cita lunes", second: "Cita viernes"}
 

@@ -114,6 +114,23 @@ async def test_a_signed_press_is_recorded_and_answered_with_the_keys_document(
     assert gather.metrics.registry.get_sample_value("dialer_key_presses_total", {"result": "applied"}) == 1
 
 
+async def test_the_answer_reads_the_campaigns_own_fields_first(gather: Gather, conn: asyncpg.Connection) -> None:
+    """A `say` with {{custom.cita}} speaks the contact's field in this campaign
+    (campaign_contacts.fields), not the contact's custom_fields, as the script does."""
+    call = await _insert_live_call(conn, sid=SID)
+    menu = {"1": {"outcome": "confirmed", "say": "Hasta el {{custom.cita}}."}}
+    await conn.execute("UPDATE campaigns SET menu = $1 WHERE id = $2", menu, call.campaign_id)
+    await conn.execute(
+        "UPDATE contacts SET custom_fields = '{\"cita\": \"lunes\"}' WHERE id = $1", call.contact_id
+    )
+    await conn.execute(
+        "UPDATE campaign_contacts SET fields = '{\"Cita\": \"martes\"}' WHERE contact_id = $1", call.contact_id
+    )
+    status, text = await gather.press(call.call_id, "1")
+    assert status == 200
+    assert ET.fromstring(text).findtext("Say") == "Hasta el martes."
+
+
 async def test_repeat_then_an_answer_across_two_requests(gather: Gather, conn: asyncpg.Connection) -> None:
     """* answers the script again with keys=1 in its action URLs; that URL's 1 is then recorded."""
     call_id = await _menu_call(conn)
