@@ -29,7 +29,7 @@ from dialer.models import (
     DialIntent,
 )
 from dialer.store.claims import DueCounts
-from dialer.store.live import LiveCall
+from dialer.store.live import CallEnding, LiveCall
 
 NOW = datetime(2026, 11, 25, 12, 0)
 LIVE = (CallStatus.PENDING, CallStatus.IN_PROGRESS)
@@ -236,15 +236,15 @@ class FakeStore:
         """The status of each known call."""
         return {i: self.calls[i].status for i in call_ids if i in self.calls}
 
-    async def call_endings(
-        self, call_ids: Sequence[uuid.UUID]
-    ) -> dict[uuid.UUID, tuple[CallStatus, str | None]]:
-        """Status and outcome of each known call (recorded; may be told to fail)."""
+    async def call_endings(self, call_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, CallEnding]:
+        """Status, outcome and response of each known call (recorded; may be told to fail)."""
         self.endings_reads.append(list(call_ids))
         if self.endings_failures > 0:
             self.endings_failures -= 1
             raise DatabaseUnavailable("connection lost")
-        return {i: (self.calls[i].status, self.calls[i].outcome) for i in call_ids if i in self.calls}
+        return {
+            i: CallEnding(self.calls[i].status, self.calls[i].outcome, None) for i in call_ids if i in self.calls
+        }
 
     async def live_call(self, call_id: uuid.UUID) -> LiveCall | None:
         """The call as a live call, or None once final."""

@@ -19,8 +19,9 @@ from dialer.metrics import Metrics
 from dialer.store.lifecycle import LifecycleStore
 from dialer.twiml import CallRequests, gather_url, validate_template
 from dialer.webhooks import WebhookDeps, bound_port, create_app, serve
-from tests.integration.test_webhooks import PUBLIC_URL, TOKEN, log_lines, sign, snapshot
-from tests.integration.test_webhooks import insert_live_call as _insert_live_call
+from tests.integration.webhook_helpers import insert_live_call as _insert_live_call
+from tests.integration.webhook_helpers import snapshot
+from tests.webhook_harness import PUBLIC_URL, TOKEN, log_lines, sign
 
 __all__ = ["log_lines"]  # the fixture, used below
 

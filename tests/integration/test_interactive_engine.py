@@ -14,12 +14,12 @@ from dialer.service import Daemon
 from tests.conftest import StartDaemon
 from tests.factories import add_contacts, madrid_number, make_campaign
 from tests.harness import wait_for
-from tests.integration.test_engine import (
+from tests.integration.test_engine import campaign_status
+from tests.invariants import (
     assert_attempts_match_carrier,
+    assert_counters_true,
     assert_no_overlapping_live_calls,
-    campaign_status,
 )
-from tests.integration.test_schema import assert_counters_true
 
 RECEPTION = "+34917000000"
 MENU = {
@@ -116,7 +116,7 @@ async def test_a_200_contact_menu_campaign_ends_with_exactly_the_expected_answer
         assert not call.app_errors, (spec, call.app_errors)
 
     await assert_counters_true(conn)
-    await assert_attempts_match_carrier(conn, sim)
+    await assert_attempts_match_carrier(conn, sim.simulator.calls)
     await assert_no_overlapping_live_calls(conn)
 
 

@@ -15,7 +15,7 @@ import pytest
 from dialer.store.lifecycle import LifecycleStore
 from dialer.twiml import validate_template
 from tests.factories import FakeClock, add_contacts, madrid_number, make_campaign
-from tests.integration.test_webhooks import snapshot
+from tests.integration.webhook_helpers import snapshot
 
 NOW = datetime(2026, 11, 25, 12, 0)
 DIALED = NOW - timedelta(seconds=20)
