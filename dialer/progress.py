@@ -93,12 +93,18 @@ def dispositions_line(dispositions: dict[str, int]) -> str:
 RESPONSE_ORDER: tuple[str, ...] = ("opted_out", "transferred", "no_response", "voicemail")
 
 
+def ordered_responses(responses: dict[str, int]) -> list[tuple[str, int]]:
+    """(response, count), as an operator reads them: the campaign's outcomes (most
+    frequent first), then the reserved responses; none with a zero count."""
+    own = sorted((r for r in responses if r not in RESPONSE_ORDER), key=lambda r: (-responses[r], r))
+    ordered = own + [r for r in RESPONSE_ORDER if r in responses]
+    return [(r, responses[r]) for r in ordered if responses[r]]
+
+
 def responses_line(responses: dict[str, int]) -> str:
     """'confirmed 120, declined 14, opted out 3, no response 40, voicemail 22': the
     campaign's outcomes (most frequent first), then the reserved responses."""
-    own = sorted((r for r in responses if r not in RESPONSE_ORDER), key=lambda r: (-responses[r], r))
-    ordered = own + [r for r in RESPONSE_ORDER if responses.get(r)]
-    return ", ".join(f"{r.replace('_', ' ')} {responses[r]}" for r in ordered if responses.get(r))
+    return ", ".join(f"{r.replace('_', ' ')} {n}" for r, n in ordered_responses(responses))
 
 
 def render_progress(p: CampaignProgress) -> RenderableType:

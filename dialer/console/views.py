@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from dialer.progress import DISPOSITION_ORDER
+from dialer.progress import DISPOSITION_ORDER, ordered_responses, responses_line
 from dialer.status import duration
 
 STATUS_SYMBOL = {
@@ -72,6 +72,8 @@ def ordered_dispositions(dispositions: dict[str, int]) -> list[tuple[str, int]]:
 
 GLOBALS: dict[str, Any] = {
     "ordered_dispositions": ordered_dispositions,
+    "ordered_responses": ordered_responses,
+    "responses_line": responses_line,
     "dispositions": DISPOSITION_ORDER,
 }
 

@@ -76,12 +76,16 @@ async def _calls(args: argparse.Namespace, conn: Connection) -> int:
         raise CommandFailed(f"no campaign with id {args.id}")
     attempts = await ResultsStore(conn).attempts(args.id, failed_only=args.failed, limit=args.limit)
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for name in ("dialed (UTC)", "contact", "number", "try", "status", "outcome", "error",
-                 "answered_by", "secs", "call_sid"):
+    # The keypad columns only for a campaign whose callees answered (docs/campaigns.md#menus):
+    # a one-way campaign's lines stay as narrow as before.
+    keyed = any(a.response or a.digits for a in attempts)
+    names = ["dialed (UTC)", "contact", "number", "try", "status", "outcome", "error", "answered_by"]
+    for name in [*names, *(["response", "keys"] if keyed else []), "secs", "call_sid"]:
         table.add_column(name, no_wrap=True)  # one line per attempt, for grep
     for a in attempts:
         name = " ".join(p for p in (a.first_name, a.last_name) if p)
         error = " ".join(str(p) for p in (a.error_code, a.error_message) if p not in (None, ""))
+        keys = [markup_safe(a.response or ""), markup_safe(a.digits or "")] if keyed else []
         table.add_row(
             f"{a.dialed_at:%Y-%m-%d %H:%M:%S}" if a.dialed_at else "-",
             markup_safe(name),
@@ -91,6 +95,7 @@ async def _calls(args: argparse.Namespace, conn: Connection) -> int:
             markup_safe(a.outcome or ""),
             markup_safe(error),
             markup_safe(a.answered_by or ""),
+            *keys,
             "" if a.duration is None else str(a.duration),
             a.call_sid or "",
         )
@@ -115,7 +120,9 @@ def register(campaign: Any, top: Any) -> None:
     p.add_argument("--excel", action="store_true", help="';', a BOM and local times, for a spreadsheet")
     p.set_defaults(handler=_export_handler)
 
-    p = top.add_parser("calls", help="the attempts of a campaign: outcome, error, answered_by, duration")
+    p = top.add_parser(
+        "calls", help="the attempts of a campaign: outcome, error, answered_by, response, duration"
+    )
     p.add_argument("id", type=campaign_id_arg, metavar="CAMPAIGN_ID")
     p.add_argument("--failed", action="store_true", help="only failed attempts")
     p.add_argument("--limit", type=positive_arg, default=1000, metavar="N", help="at most N rows (1000)")

@@ -56,6 +56,7 @@ class BoardRow:
     live_calls: int
     dialed_last_minute: int
     dialing: DialingSnapshot
+    responses: dict[str, int]  # contacts by their latest keypad answer (docs/campaigns.md#menus)
 
     @property
     def final_contacts(self) -> int:
@@ -196,14 +197,16 @@ class ConsoleStore:
                         WHERE k.campaign_id = c.id AND k.dialed_at > m.now - interval '1 minute')
                    ELSE 0 END AS dialed_last_minute,
                    (SELECT min(k.scheduled_at) FROM calls k
-                    WHERE k.campaign_id = c.id AND k.status = 'scheduled') AS next_due_at
+                    WHERE k.campaign_id = c.id AND k.status = 'scheduled') AS next_due_at,
+                   (SELECT coalesce(jsonb_object_agg(r.response, r.n), '{{}}'::jsonb)
+                    FROM (SELECT cc.response, count(*) AS n FROM campaign_contacts cc
+                          WHERE cc.campaign_id = c.id AND cc.response IS NOT NULL
+                          GROUP BY cc.response) r) AS responses
             FROM campaigns c
             ORDER BY c.status IN ('completed', 'cancelled'), c.created_at DESC, c.id
             LIMIT $3
         ) c ON true
     """
-    # Responses per campaign (issue 13, campaign_contacts.response) join the board here
-    # once that column exists: a jsonb_object_agg of response → count, like dispositions.
 
     @translate_errors
     async def board(self, limit: int = BOARD_LIMIT) -> Board:
@@ -225,6 +228,7 @@ class ConsoleStore:
                 live_calls=r["live_calls"],
                 dialed_last_minute=r["dialed_last_minute"],
                 dialing=_dialing(dict(r), now, live_instances),
+                responses={str(k): int(v) for k, v in r["responses"].items()},
             )
             for r in rows
             if r["id"] is not None
@@ -253,7 +257,10 @@ class ConsoleStore:
                 WHERE k.campaign_id = c.id
                   AND k.dialed_at > timezone('utc', now()) - interval '1 minute') AS dialed_last_minute,
                (SELECT min(k.scheduled_at) FROM calls k
-                WHERE k.campaign_id = c.id AND k.status = 'scheduled') AS next_due_at
+                WHERE k.campaign_id = c.id AND k.status = 'scheduled') AS next_due_at,
+               (SELECT coalesce(jsonb_object_agg(r.response, r.n), '{{}}'::jsonb)
+                FROM (SELECT response, count(*) AS n FROM campaign_contacts
+                      WHERE campaign_id = c.id AND response IS NOT NULL GROUP BY response) r) AS responses
         FROM campaigns c WHERE c.id = $1
     """
 
@@ -318,6 +325,7 @@ class ConsoleStore:
             failed_calls=row["failed_calls"],
             contacts=contacts,
             dispositions=dispositions,
+            responses={str(k): int(v) for k, v in row["responses"].items()},
             dialed_last_minute=row["dialed_last_minute"],
             next_due_at=row["next_due_at"],
             now=now,

@@ -32,6 +32,8 @@ class Attempt:
     error_code: int | None
     error_message: str | None
     answered_by: str | None
+    response: str | None  # the callee's keypad answer (docs/campaigns.md#menus)
+    digits: str | None  # every key pressed, in order
     duration: int | None
     call_sid: str | None
     dialed_at: datetime | None  # naive UTC
@@ -68,7 +70,7 @@ class ResultsStore:
     _ATTEMPTS: Final = """
         SELECT k.id, k.contact_id, ct.first_name, ct.last_name, ct.phone_number, k.retry_count,
                k.status::text AS status, k.outcome, k.error_code, k.error_message, k.answered_by,
-               k.duration, k.call_sid, k.dialed_at, k.ended_at
+               k.response, k.digits, k.duration, k.call_sid, k.dialed_at, k.ended_at
         FROM calls k JOIN contacts ct ON ct.id = k.contact_id
         WHERE k.campaign_id = $1 AND (NOT $2 OR k.status = 'failed')
         ORDER BY coalesce(k.dialed_at, k.scheduled_at), k.id

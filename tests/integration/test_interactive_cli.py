@@ -1,9 +1,12 @@
 """The operator's side of interactive calls: `campaign create --menu … --voicemail …
 --language … --voice …` on a real database (a bad menu is refused at create, exit 1),
-and `campaign status` showing the tally of responses."""
+`campaign status` showing the tally of responses, and the answers in `campaign export`
+and `dialer calls`."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import uuid
 from pathlib import Path
@@ -112,6 +115,35 @@ async def test_status_shows_the_tally_of_responses(cli: Cli, conn: asyncpg.Conne
     code, out, _ = await cli("campaign", "status", str(cid))
     assert code == 0
     assert "responses confirmed 3, declined 1, opted out 2, no response 1, voicemail 2" in " ".join(out.split())
+
+
+async def test_export_and_calls_show_the_answer_and_the_keys(cli: Cli, conn: asyncpg.Connection) -> None:
+    """campaign export writes response, responded_at (UTC) and the latest attempt's
+    digits after fields; `dialer calls` lists each attempt's response and keys."""
+    cid = await conn.fetchval(
+        "INSERT INTO campaigns (name, caller_id, menu) VALUES ('c', '+34910000000', $1) RETURNING id", MENU
+    )
+    contact = await conn.fetchval("INSERT INTO contacts (phone_number) VALUES ('+34911000001') RETURNING id")
+    await conn.execute(
+        "INSERT INTO campaign_contacts (campaign_id, contact_id, call_status, call_count, response, responded_at) "
+        "VALUES ($1, $2, 'completed', 1, 'confirmed', '2026-01-15 09:30:00')",
+        cid, contact,
+    )
+    await conn.execute(
+        "INSERT INTO calls (campaign_id, contact_id, status, outcome, response, digits, dialed_at) "
+        "VALUES ($1, $2, 'completed', 'completed', 'confirmed', '*1', '2026-01-15 09:29:00')",
+        cid, contact,
+    )
+    code, out, _ = await cli("campaign", "export", str(cid))
+    assert code == 0
+    header = out.splitlines()[0].split(",")
+    assert header[header.index("fields") + 1:] == ["response", "responded_at", "digits"]
+    [row] = list(csv.DictReader(io.StringIO(out)))
+    assert (row["response"], row["responded_at"], row["digits"]) == ("confirmed", "2026-01-15T09:30:00Z", "*1")
+    code, out, _ = await cli("calls", str(cid))
+    assert code == 0
+    assert "response" in out.splitlines()[0] and "keys" in out.splitlines()[0]
+    assert "confirmed" in out.splitlines()[1] and "*1" in out.splitlines()[1].split()
 
 
 def test_the_responses_line_orders_outcomes_by_count_then_reserved() -> None:
