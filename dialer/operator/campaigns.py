@@ -313,7 +313,6 @@ def register(campaign: Any) -> None:
         "--language", metavar="LANG", help="of every Say/Gather, e.g. es-ES (default: twilio.language)"
     )
     p.add_argument("--voice", metavar="VOICE", help="e.g. Polly.Lucia (default: twilio.voice)")
-    p.set_defaults(handler=command_handler(_campaign_create))
 
     p = campaign.add_parser("add-contacts", help="add contacts to a campaign")
     p.add_argument("id", type=campaign_id_arg, metavar="ID")

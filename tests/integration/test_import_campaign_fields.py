@@ -80,8 +80,8 @@ async def test_reimport_updates_the_appointment_the_next_call_speaks(
     for call in await store.claim(campaign, 10):
         found = await store.call_for_twiml(call.id)
         assert found is not None
-        doc = render_twiml(found[0], found[1], voice="Polly.Lucia", language="es-ES")
-        spoken[found[1].first_name] = doc
+        doc = render_twiml(found.script_template, found.contact, voice="Polly.Lucia", language="es-ES")
+        spoken[found.contact.first_name] = doc
     assert "Hola Ana, su cita es el lunes 16 de marzo, 11:30." in spoken["Ana"]
     assert "miércoles 11 de marzo, 9:15" in spoken["Begoña"]
 

@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 from dialer.progress import responses_line
-from tests.integration.test_operator_cli import Cli, cli
+from tests.cli_helpers import Cli, cli
 
 __all__ = ["cli"]  # the fixture, used below
 
