@@ -8,7 +8,7 @@ The menu is a JSON object from one keypad key (`0`-`9`, `*`, `#`) to an entry:
     {"action": "transfer", "to": "+E164", ...}  records transferred, connects the callee
     {"action": "repeat"}                        reads the script again
 
-The SQL function `dialer_apply_key` (sql/0013) reads the same JSON to decide what a
+The SQL function `dialer_apply_key` (sql/0014) reads the same JSON to decide what a
 key records; this module decides what the callee hears next (dialer/twiml.py).
 """
 

@@ -184,7 +184,7 @@ class KeyPress:
 
 @dataclass(frozen=True)
 class KeyApplied:
-    """What recording a key press did (`dialer_apply_key`, sql/0013)."""
+    """What recording a key press did (`dialer_apply_key`, sql/0014)."""
 
     result: ApplyResult
     response: str | None = None  # recorded by this press

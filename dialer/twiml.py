@@ -188,7 +188,7 @@ def _readings(
 ) -> None:
     """The script inside a <Gather>, for readings `first` … menu_repeats: a key works
     while it is read; no key falls through to the next reading, then to the end of
-    the document (the call ends as no_response, sql/0013)."""
+    the document (the call ends as no_response, sql/0014)."""
     text = render_script(script.script_template, script.contact)
     if not text.strip():
         text = DEFAULT_MESSAGE

@@ -169,7 +169,7 @@ class CallEventStore(StoreBase):
             results[i] = (row["result"], row["call_id"], row["expected_sid"])
         return results
 
-    # One keypad press (sql/0013), and in the same statement what the call says next:
+    # One keypad press (sql/0014), and in the same statement what the call says next:
     # its campaign's menu and script and its contact ($6: the caller id of last resort).
     APPLY_KEY_SQL: Final = """
         SELECT g.result, g.recorded,

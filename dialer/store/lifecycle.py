@@ -11,7 +11,7 @@ subject:
 Each method is one short transaction (most are one statement), behind the error
 boundary (`dialer.database.translate_errors`). How an attempt ends is not here but in
 SQL, in one place (sql/0009_attempt_end.sql, with the response rules of
-sql/0013_interactive_calls.sql).
+sql/0014_interactive_calls.sql).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The SQL of interactive calls (sql/0013) on a real database: a key press recorded by
+"""The SQL of interactive calls (sql/0014) on a real database: a key press recorded by
 `dialer_apply_key`, and the response rules of `dialer_end_attempt` reached through
 `dialer_apply_call_event` — one test per branch."""
 

@@ -1,4 +1,4 @@
--- 0014: campaign_results carries the callee's keypad answer (docs/campaigns.md#results):
+-- 0015: campaign_results carries the callee's keypad answer (docs/campaigns.md#results):
 -- the contact's latest response and when it came (campaign_contacts.response,
 -- responded_at), and the keys pressed on the latest attempt (calls.digits). Columns are
 -- only appended, so the view is replaced in place and `campaign export` (which follows

@@ -1,4 +1,4 @@
--- 0013: interactive calls — a keypad menu whose answer lands in the database, in-call
+-- 0014: interactive calls — a keypad menu whose answer lands in the database, in-call
 -- opt-out, transfer to a person, a voicemail left after the beep, a language and a
 -- voice per campaign (docs/campaigns.md#menus).
 --
