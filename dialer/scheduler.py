@@ -28,7 +28,7 @@ from dialer.store.live import LiveCall
 log = structlog.get_logger(__name__)
 
 HOUSEKEEPING_INTERVAL = 0.25  # seconds between housekeeping passes, unless woken by NOTIFY
-HEARTBEAT_INTERVAL = 5.0  # seconds
+HEARTBEAT_INTERVAL = 5.0  # seconds, at most: never more than a third of instance_timeout_seconds
 RESCUE_INTERVAL = 5.0  # seconds
 GAUGE_INTERVAL = 5.0  # seconds between due-queue depth counts
 CLAIM_HORIZON = 1.0  # seconds of dialing the bucket allows that one pass may claim
@@ -139,6 +139,9 @@ class Scheduler:
         self.metrics = metrics
         self.tick = tick_seconds
         self.instance_timeout = instance_timeout_seconds
+        # Others judge this instance dead once its heartbeat is older than the timeout
+        # (and take its calls): beat well within it.
+        self.heartbeat_interval = min(HEARTBEAT_INTERVAL, instance_timeout_seconds / 3)
         self.watchdog = watchdog
         self._wake = asyncio.Event()
         self._housekeeping_due = True
@@ -196,7 +199,7 @@ class Scheduler:
         """One pass. Returns how long to sleep unless woken."""
         self.passes += 1
         now = time.monotonic()
-        if now - self._last["heartbeat"] >= HEARTBEAT_INTERVAL:
+        if now - self._last["heartbeat"] >= self.heartbeat_interval:
             await self.store.heartbeat()
             self._last["heartbeat"] = now
         if now - self._last["rescue"] >= RESCUE_INTERVAL:

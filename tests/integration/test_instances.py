@@ -3,6 +3,7 @@ call coroutine waiting on another, through NOTIFY."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import asyncpg
@@ -61,3 +62,20 @@ async def test_callback_on_one_instance_wakes_the_coroutine_on_another(
     finally:
         await dialer.stop(drain_seconds=1)
         await receiver.stop(drain_seconds=1)
+
+
+async def test_an_instance_beats_well_within_its_timeout(conn: asyncpg.Connection, start_daemon) -> None:
+    """With instance_timeout_seconds = 1.5 the heartbeat is never that old: a live
+    instance is not taken for dead (its calls adopted, its part of the dial rate
+    handed out) between two beats."""
+    daemon = await start_daemon(instance_timeout_seconds=1.5)
+    oldest = 0.0
+    until = time.monotonic() + 3.0
+    while time.monotonic() < until:
+        age = await conn.fetchval(
+            "SELECT extract(epoch FROM timezone('utc', now()) - heartbeat_at) FROM dialer_instances WHERE id = $1",
+            daemon.instance_id,
+        )
+        oldest = max(oldest, float(age))
+        await asyncio.sleep(0.05)
+    assert oldest < 1.5, oldest
