@@ -10,7 +10,7 @@ QUICK=${1:-}
 export DIALER_BENCH_RESULTS
 DIALER_BENCH_RESULTS=$(mktemp)
 trap 'rm -f "$DIALER_BENCH_RESULTS"' EXIT
-for bench in lifecycle webhooks control pacing console calendar scale; do
+for bench in lifecycle webhooks control pacing shared_pacing console calendar scale; do
     echo "== $bench $QUICK"
     # Each script bounds its own runtime; timeout is the last resort.
     timeout 600 "$PY" -m "bench.$bench" $QUICK

@@ -378,7 +378,7 @@ async def claims_at_depth(url: str, conn: asyncpg.Connection, cid: uuid.UUID, f:
             default_from_number=FROM_NUMBER,
             validate_template=validate_template,
         )
-        await store.register_instance()
+        await store.register_instance(1000.0)
         f.claim_ms = await timed_claims(store, cid)
     finally:
         await pool.close()

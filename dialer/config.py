@@ -206,8 +206,11 @@ class DialerSettings(_Section):
     """Pacing and behaviour of the dialing engine."""
 
     max_concurrent_calls: int = Field(default=50, ge=1, le=10_000)
+    # The Twilio account's rate: every instance sharing the database together (docs/architecture.md#pacing).
     calls_per_second: float = Field(default=1.0, gt=0, le=1000)
-    bucket_size: int = Field(default=1, ge=1, le=1000)  # burst allowance of the token bucket
+    # No one-second window holds more than calls_per_second + bucket_size dials; dials are
+    # spaced evenly, and this allowance only absorbs a late wake-up.
+    bucket_size: int = Field(default=1, ge=1, le=1000)
     default_timezone: str = "UTC"
     drain_seconds: float = Field(default=30.0, ge=0)
     reconcile_after_seconds: float = Field(default=120.0, gt=0)

@@ -84,6 +84,19 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.dial_slot_grants = Counter(
+            "dialer_dial_slot_grants", "Statements spent taking dial slots of the shared rate", registry=r
+        )
+        self.dial_slots_dropped = Counter(
+            "dialer_dial_slots_dropped",
+            "Dial slots let go unused because the call woke too late for them (a loaded loop)",
+            registry=r,
+        )
+        self.dial_rate_share = Gauge(
+            "dialer_dial_rate_share",
+            "Dials per second this instance can count on: the account's rate over the live instances",
+            registry=r,
+        )
         self.loop_restarts = Counter(
             "dialer_loop_restarts", "Side loops (scheduler, listener) restarted after a crash", ["loop"],
             registry=r,

@@ -94,6 +94,8 @@ class Campaign:
     voicemail_template: str | None = None
     language: str | None = None
     voice: str | None = None
+    # Its own cap within the account's rate (docs/campaigns.md#dial-rate); None: the account's only.
+    calls_per_second: float | None = None
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,7 @@ class ClaimedCall:
     voicemail_template: str | None = None
     language: str | None = None
     voice: str | None = None
+    calls_per_second: float | None = None  # the campaign's own cap when claimed: it paces alone
 
     @property
     def script(self) -> CallScript:
@@ -226,6 +229,18 @@ class DialIntent(StrEnum):
     REQUEUE = "requeue"  # back to scheduled after a backoff; not an attempt
     FAIL_PERMANENT = "fail_permanent"  # the attempt ends; the number is wrong (invalid_number)
     FAIL_RETRYABLE = "fail_retryable"  # the attempt ends failed; retried while retries are left
+
+
+@dataclass(frozen=True)
+class DialSlots:
+    """One grant of dial slots (sql/0016, dialer_take_dial_slots)."""
+
+    db_now: float  # the database's clock when the slots were chosen, seconds since the Unix epoch
+    offsets: list[float]  # seconds from db_now to each slot, ascending
+    rate: float  # the account's rate in force: the least of the live instances'
+    campaign_rate: float | None  # the campaign's own cap, when it is tighter than the account's
+    live: int  # live instances sharing the rate, the caller included
+    retry_after: float  # with no slot granted: seconds until one may come within reach
 
 
 class ApplyResult(StrEnum):

@@ -1,6 +1,6 @@
 """The bounded pool of call coroutines (docs/architecture.md): one coroutine per live call, from
 the carrier request to the final status, holding a slot of `max_concurrent_calls`
-the whole time; the token bucket paces the requests."""
+the whole time; the shared pacer (pacing.py) spaces the requests."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from dialer.errors import CarrierError, CarrierErrorKind, DatabaseUnavailable
 from dialer.menu import RESERVED_RESPONSES, MenuError, parse_menu
 from dialer.metrics import Metrics
 from dialer.models import ApplyResult, CallEvent, CallStatus, ClaimedCall, DialIntent
-from dialer.pacing import TokenBucket
+from dialer.pacing import SharedPacer
 from dialer.store.live import CallEnding, LiveCall
 
 log = structlog.get_logger(__name__)
@@ -59,7 +59,7 @@ class PoolStore(Protocol):
         """The store's clock (naive UTC)."""
         ...
 
-    async def begin_dial(self, call_id: uuid.UUID) -> bool:
+    async def begin_dial(self, call_id: uuid.UUID, again: bool = False) -> bool:
         """The dial gate: True (and dialed_at set) when the request may leave now."""
         ...
 
@@ -141,7 +141,7 @@ class CallPool:
         *,
         store: PoolStore,
         carrier: Carrier,
-        bucket: TokenBucket,
+        pacer: SharedPacer,
         metrics: Metrics,
         build_request: RequestBuilder,
         max_concurrent_calls: int,
@@ -150,7 +150,7 @@ class CallPool:
     ) -> None:
         self.store = store
         self.carrier = carrier
-        self.bucket = bucket
+        self.pacer = pacer
         self.metrics = metrics
         self.build_request = build_request
         self.max_concurrent_calls = max_concurrent_calls
@@ -327,7 +327,7 @@ class CallPool:
     # -------------------------------------------------------------- shutdown
 
     def stop_dialing(self) -> None:
-        """No new carrier requests from now on; claimed calls waiting for a token
+        """No new carrier requests from now on; claimed calls waiting for a slot
         hand their claim back."""
         self._dialing = False
 
@@ -363,8 +363,19 @@ class CallPool:
 
     async def _dial_and_follow(self, call: ClaimedCall) -> None:
         structlog.contextvars.bind_contextvars(campaign_id=str(call.campaign_id))
-        await self.bucket.acquire()
-        if not self._dialing or not await self._gate_open(call.id):
+        # A campaign with its own rate waits for a slot of its own (docs/campaigns.md#pacing).
+        scope = call.campaign_id if call.calls_per_second is not None else None
+        deadline = await self.pacer.acquire(scope)
+        gate_open = self._dialing and await self._gate_open(call.id)
+        if gate_open and self.pacer.late(deadline):
+            # The gate outlasted the slot (a slow or stalled database): sent now, the
+            # request could bunch with the dials of the slots after it, as would every
+            # call held up with it (docs/invariants.md#9). A new slot, and the gate again
+            # for it; once, so a slow database costs one more statement, not a spiral.
+            log.info("dial_slot_missed")
+            await self.pacer.acquire(scope)
+            gate_open = self._dialing and await self._gate_open(call.id, again=True)
+        if not gate_open:
             # Paused, cancelled, outside hours, or shutting down since the claim.
             await self._db(self.store.release_claim, call.id)
             log.info("claim_released")
@@ -424,11 +435,11 @@ class CallPool:
         await self._fetch_and_apply(call.id, sid)
         await self._follow(call.id, sid, call.ring_timeout_seconds + call.time_limit_seconds)
 
-    async def _gate_open(self, call_id: uuid.UUID) -> bool:
+    async def _gate_open(self, call_id: uuid.UUID, again: bool = False) -> bool:
         """begin_dial, where a database error closes the gate: no request has left, so
         handing the claim back is always safe (even if the write did commit)."""
         try:
-            return await self.store.begin_dial(call_id)
+            return await self.store.begin_dial(call_id, again=again)
         except DatabaseUnavailable as exc:
             self.metrics.db_errors.inc()
             log.warning("dial_gate_failed", error=str(exc))

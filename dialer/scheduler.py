@@ -1,7 +1,7 @@
 """The scheduler loop (docs/architecture.md): a notification only wakes it; it always re-reads
 the database. Each pass runs housekeeping (activation, completion, expiry), rescues
 calls of dead instances, and claims due calls for the free slots of the pool —
-never more than the pool can run, nor more than the token bucket will let it dial
+never more than the pool can run, nor more than the shared pacer will let it dial
 within about a second, so a claimed call does not sit claimed for long."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import structlog
 from dialer.errors import DatabaseUnavailable
 from dialer.metrics import Metrics
 from dialer.models import CallStatus, Campaign, ClaimedCall
-from dialer.pacing import TokenBucket
+from dialer.pacing import SharedPacer
 from dialer.pool import CallPool
 from dialer.store.claims import DueCounts
 from dialer.store.live import LiveCall
@@ -31,7 +31,7 @@ HOUSEKEEPING_INTERVAL = 0.25  # seconds between housekeeping passes, unless woke
 HEARTBEAT_INTERVAL = 5.0  # seconds, at most: never more than a third of instance_timeout_seconds
 RESCUE_INTERVAL = 5.0  # seconds
 GAUGE_INTERVAL = 5.0  # seconds between due-queue depth counts
-CLAIM_HORIZON = 1.0  # seconds of dialing the bucket allows that one pass may claim
+CLAIM_HORIZON = 1.0  # seconds of dialing at this instance's rate that one pass may claim
 # Seconds a campaign's set of contact zones is trusted at most. New calls, a NOTIFY
 # and an empty set end the trust sooner (_open_now); the limit only bounds what none
 # of them signals (an operator changing a contact's zone).
@@ -56,7 +56,7 @@ class SchedulerStore(Protocol):
         """The store's clock (naive UTC)."""
         ...
 
-    async def heartbeat(self) -> None:
+    async def heartbeat(self, dial_rate: float = 0.0, rate_share: float | None = None) -> None:
         """Mark this instance alive."""
         ...
 
@@ -127,7 +127,7 @@ class Scheduler:
         *,
         store: SchedulerStore,
         pool: CallPool,
-        bucket: TokenBucket,
+        pacer: SharedPacer,
         metrics: Metrics,
         tick_seconds: float,
         instance_timeout_seconds: float,
@@ -135,12 +135,12 @@ class Scheduler:
     ) -> None:
         self.store = store
         self.pool = pool
-        self.bucket = bucket
+        self.pacer = pacer
         self.metrics = metrics
         self.tick = tick_seconds
         self.instance_timeout = instance_timeout_seconds
         # Others judge this instance dead once its heartbeat is older than the timeout
-        # (and take its calls): beat well within it.
+        # (and take its calls, and its part of the dial rate): beat well within it.
         self.heartbeat_interval = min(HEARTBEAT_INTERVAL, instance_timeout_seconds / 3)
         self.watchdog = watchdog
         self._wake = asyncio.Event()
@@ -200,7 +200,7 @@ class Scheduler:
         self.passes += 1
         now = time.monotonic()
         if now - self._last["heartbeat"] >= self.heartbeat_interval:
-            await self.store.heartbeat()
+            await self.store.heartbeat(self.pacer.dial_rate(), self.pacer.rate)
             self._last["heartbeat"] = now
         if now - self._last["rescue"] >= RESCUE_INTERVAL:
             self._last["rescue"] = now
@@ -224,8 +224,8 @@ class Scheduler:
         exhausted = await self._claim(campaigns)
         if exhausted:
             # Limited by slots or pace, not by due work: a freed slot wakes us; the
-            # bucket refills at its rate.
-            return min(self.tick, 1.0 / self.bucket.rate)
+            # pacer frees room at this instance's rate.
+            return min(self.tick, 1.0 / self.pacer.rate)
         return await self._sleep_hint(campaigns)
 
     async def _dialable(self) -> list[Campaign]:
@@ -302,8 +302,9 @@ class Scheduler:
         return await self.store.any_zone_open(campaign, cached.zones)
 
     async def _claim(self, campaigns: list[Campaign]) -> bool:
-        """Claim for this pass's budget; True when the whole budget was used."""
-        budget = min(self.pool.free_slots(), self.bucket.available_within(CLAIM_HORIZON))
+        """Claim for this pass's budget; True when the whole budget was used, or a
+        campaign's own rate held its part back."""
+        budget = min(self.pool.free_slots(), self.pacer.available_within(CLAIM_HORIZON))
         if budget <= 0:
             return True
         campaigns = [c for c in campaigns if await self._open_now(c)]
@@ -313,15 +314,23 @@ class Scheduler:
         self._rotation = (self._rotation + 1) % len(campaigns)
         order = campaigns[self._rotation :] + campaigns[: self._rotation]
         share = max(1, budget // len(order))
+        paced = False  # a campaign got less than its part because of its own rate
         for i, campaign in enumerate(order):
             if budget <= 0:
                 break
             want = budget if i == len(order) - 1 else min(budget, share)
+            if campaign.calls_per_second is not None:
+                # Its calls wait for slots of its own: claim no more than it may dial soon.
+                soon = self.pacer.available_within(CLAIM_HORIZON, campaign.id, campaign.calls_per_second)
+                paced = paced or soon < want
+                want = min(want, soon)
             claimed = await self.store.claim(campaign, want)
             for call in claimed:
                 self.pool.start(call)
             budget -= len(claimed)
-        return budget <= 0
+        # Held back by a campaign's own rate is limited by pace too: the next pass
+        # comes at the pacer's pace, not a tick later.
+        return budget <= 0 or paced
 
     async def _sleep_hint(self, campaigns: list[Campaign]) -> float:
         """Nothing more is claimable now: sleep until the next call falls due (a

@@ -34,7 +34,7 @@ from dialer.console import server as console
 from dialer.errors import DatabaseUnavailable, StartupError
 from dialer.listener import Listener
 from dialer.metrics import Metrics
-from dialer.pacing import TokenBucket
+from dialer.pacing import SharedPacer
 from dialer.pool import CallPool
 from dialer.scheduler import Scheduler
 from dialer.store.lifecycle import Clock, LifecycleStore, utcnow
@@ -112,7 +112,7 @@ class Daemon:
             validate_template=twiml.validate_template,
             clock=self.clock,
         )
-        await self.store.register_instance()
+        await self.store.register_instance(s.dialer.calls_per_second)
         self._on_close("instance", self._deregister)
         carrier = await TwilioCarrier.create(twilio_settings)
         self._on_close("carrier", carrier.close)
@@ -123,11 +123,18 @@ class Daemon:
             lookup=self.store.call_for_twiml,
             record_key=self.store.apply_key,
         )
-        bucket = TokenBucket(s.dialer.calls_per_second, s.dialer.bucket_size)
+        pacer = SharedPacer(
+            self.store,
+            rate=s.dialer.calls_per_second,
+            bucket_size=s.dialer.bucket_size,
+            instance_timeout_seconds=s.dialer.instance_timeout_seconds,
+            metrics=self.metrics,
+        )
+        self._on_close("pacer", pacer.close)  # a grant in flight, after the calls that wait for it
         self.pool = CallPool(
             store=self.store,
             carrier=carrier,
-            bucket=bucket,
+            pacer=pacer,
             metrics=self.metrics,
             build_request=requests.build,
             max_concurrent_calls=s.dialer.max_concurrent_calls,
@@ -137,7 +144,7 @@ class Daemon:
         self.scheduler = Scheduler(
             store=self.store,
             pool=self.pool,
-            bucket=bucket,
+            pacer=pacer,
             metrics=self.metrics,
             tick_seconds=s.dialer.tick_seconds,
             instance_timeout_seconds=s.dialer.instance_timeout_seconds,

@@ -59,7 +59,8 @@ CAMPAIGN_COLUMNS: Final = """
     calling_hours_start, calling_hours_end, calling_days, max_retries, retry_delay_minutes,
     max_concurrent_calls, machine_detection, machine_is_failure, record_calls,
     ring_timeout_seconds, time_limit_seconds, last_error, total_calls, holiday_calendar,
-    menu, menu_repeats, retry_no_response, voicemail_template, language, voice
+    menu, menu_repeats, retry_no_response, voicemail_template, language, voice,
+    calls_per_second
 """
 
 
@@ -68,6 +69,8 @@ def campaign_from_row(row: asyncpg.Record) -> Campaign:
     fields = dict(row)
     fields["status"] = CampaignStatus(fields["status"])
     fields["calling_days"] = list(fields["calling_days"]) if fields["calling_days"] is not None else None
+    if fields["calls_per_second"] is not None:
+        fields["calls_per_second"] = float(fields["calls_per_second"])  # numeric arrives as Decimal
     return Campaign(**fields)
 
 

@@ -178,6 +178,7 @@ class ClaimStore(StoreBase):
                 voicemail_template=campaign.voicemail_template,
                 language=campaign.language,
                 voice=campaign.voice,
+                calls_per_second=campaign.calls_per_second,
             )
             for r in rows
         ]
@@ -267,16 +268,19 @@ class ClaimStore(StoreBase):
         value: datetime | None = await self.pool.fetchval(self._NEXT_DUE, list(campaign_ids))
         return value
 
-    # The dial gate, for a batch of calls ($1 ids, $2 each one's time; group commit):
-    # a call passes while still pending, claimed by $3 and not yet dialed, its campaign
-    # active, valid and inside its window at its time, the contact inside calling hours
-    # on an open local date ($4: the zone of last resort) and its number not on
-    # do_not_call (it may have opted out in another campaign since the claim:
-    # docs/invariants.md#8). Writes dialed_at; returns the calls that passed.
+    # The dial gate, for a batch of calls ($1 ids, $2 each one's time, $5 each one's
+    # `again`; group commit): a call passes while still pending, claimed by $3 and not
+    # yet dialed (or, with `again`, passed by this gate before and not sent: its dial
+    # slot was missed), its campaign active, valid and inside its window at its time,
+    # the contact inside calling hours on an open local date ($4: the zone of last
+    # resort) and its number not on do_not_call (it may have opted out in another
+    # campaign since the claim: docs/invariants.md#8). Writes dialed_at; returns the
+    # calls that passed.
     BEGIN_DIAL_SQL: Final = """
         UPDATE calls k SET dialed_at = t.at
-        FROM unnest($1::uuid[], $2::timestamp[]) AS t(id, at), campaigns c, contacts ct
-        WHERE k.id = t.id AND k.status = 'pending' AND k.claimed_by = $3 AND k.dialed_at IS NULL
+        FROM unnest($1::uuid[], $2::timestamp[], $5::boolean[]) AS t(id, at, again), campaigns c, contacts ct
+        WHERE k.id = t.id AND k.status = 'pending' AND k.claimed_by = $3
+          AND (k.dialed_at IS NULL OR (t.again AND k.call_sid IS NULL))
           AND c.id = k.campaign_id AND c.status = 'active' AND c.last_error IS NULL
           AND (c.schedule_start IS NULL OR c.schedule_start <= t.at)
           AND (c.schedule_end IS NULL OR t.at <= c.schedule_end)
@@ -289,32 +293,35 @@ class ClaimStore(StoreBase):
     """
 
     @translate_errors
-    async def begin_dial(self, call_id: uuid.UUID) -> bool:
+    async def begin_dial(self, call_id: uuid.UUID, again: bool = False) -> bool:
         """The gate right before a carrier request: succeeds only while the campaign
         is active, inside its window, the contact inside calling hours on a day that
         is no holiday or blackout day in its own zone and its number not on the
         do-not-call list — and records dialed_at first, so after a crash we know a
         request may have left (a refused claim handed back is cancelled by the next
         claim when the number is on the list). Gates opened at nearly the same moment
-        share one statement (group commit)."""
-        return await self._dial_gates.submit((call_id, self.clock()))
+        share one statement (group commit). `again`: this instance passed the gate
+        for the call before but sent nothing (it missed its dial slot,
+        docs/architecture.md#pacing)."""
+        return await self._dial_gates.submit((call_id, self.clock(), again))
 
     @functools.cached_property
-    def _dial_gates(self) -> GroupCommit[tuple[uuid.UUID, datetime], bool]:
+    def _dial_gates(self) -> GroupCommit[tuple[uuid.UUID, datetime, bool], bool]:
         return GroupCommit(self._begin_dials)
 
-    async def _begin_dials(self, items: Sequence[tuple[uuid.UUID, datetime]]) -> list[bool]:
+    async def _begin_dials(self, items: Sequence[tuple[uuid.UUID, datetime, bool]]) -> list[bool]:
         """One BEGIN_DIAL_SQL for the batch (in id order, so batches lock alike)."""
         ordered = sorted(items)
         passed = await self.pool.fetch(
             self.BEGIN_DIAL_SQL,
-            [call_id for call_id, _ in ordered],
-            [at for _, at in ordered],
+            [call_id for call_id, _, _ in ordered],
+            [at for _, at, _ in ordered],
             self.instance_id,
             self.default_timezone,
+            [again for _, _, again in ordered],
         )
         opened = {row["id"] for row in passed}
-        return [call_id in opened for call_id, _ in items]
+        return [call_id in opened for call_id, _, _ in items]
 
     @translate_errors
     async def release_claim(self, call_id: uuid.UUID) -> None:

@@ -7,6 +7,7 @@ subject:
     claims.py        dialable campaigns, claims, the dial gate, handing a claim back
     events.py        adoption, failed requests, carrier events, key presses, recordings
     live.py          live calls, rescue, shutdown, the TwiML lookup
+    pacing.py        dial slots of the rate shared by every instance
 
 Each method is one short transaction (most are one statement), behind the error
 boundary (`dialer.database.translate_errors`). How an attempt ends is not here but in
@@ -22,11 +23,14 @@ from dialer.store.events import CallEventStore
 from dialer.store.housekeeping import HousekeepingStore
 from dialer.store.instances import InstanceStore
 from dialer.store.live import CallEnding, LiveCall, LiveCallStore
+from dialer.store.pacing import PacingStore
 
 __all__ = ["CallEnding", "Clock", "LifecycleStore", "LiveCall", "utcnow"]
 
 
-class LifecycleStore(InstanceStore, HousekeepingStore, ClaimStore, CallEventStore, LiveCallStore):
+class LifecycleStore(
+    InstanceStore, HousekeepingStore, ClaimStore, CallEventStore, LiveCallStore, PacingStore
+):
     """The engine's view of the database. One per process; safe for concurrent use.
     Built with `LifecycleStore(pool, instance_id=…, validate_template=…, clock=…)`
     (see `dialer.store.base.StoreBase`)."""

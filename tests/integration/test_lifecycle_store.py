@@ -34,7 +34,7 @@ async def store(pool: asyncpg.Pool, clock: FakeClock) -> LifecycleStore:
     s = LifecycleStore(
         pool, instance_id=uuid.uuid4(), validate_template=_no_unknown_placeholders, clock=clock
     )
-    await s.register_instance()
+    await s.register_instance(100.0)
     return s
 
 
@@ -128,6 +128,21 @@ async def test_dial_gate_refuses_after_pause(conn: asyncpg.Connection, store: Li
     assert not await store.begin_dial(call.id)
     await store.release_claim(call.id)
     assert await conn.fetchval("SELECT status::text FROM calls WHERE id = $1", call.id) == "scheduled"
+
+
+async def test_dial_gate_again_after_a_missed_slot(conn: asyncpg.Connection, store: LifecycleStore) -> None:
+    """A call that passed the gate but missed its dial slot passes it once more with
+    `again` (not without: dialed_at is set), and the second pass still refuses a
+    paused campaign."""
+    cid = await make_campaign(conn, status="active")
+    await add_contacts(conn, cid, [madrid_number(1)])
+    await _activate(store)
+    (call,) = await _claim_all(store)
+    assert await store.begin_dial(call.id)
+    assert not await store.begin_dial(call.id)
+    assert await store.begin_dial(call.id, again=True)
+    await conn.execute("UPDATE campaigns SET status = 'paused' WHERE id = $1", cid)
+    assert not await store.begin_dial(call.id, again=True)
 
 
 async def test_full_lifecycle_with_retry_then_success(conn: asyncpg.Connection, store: LifecycleStore, clock: FakeClock) -> None:
@@ -304,4 +319,4 @@ async def test_a_closed_pool_raises_database_unavailable(db_url: str) -> None:
     with pytest.raises(DatabaseUnavailable):
         await s.ping()
     with pytest.raises(DatabaseUnavailable):
-        await s.heartbeat()
+        await s.heartbeat(0.0)

@@ -76,6 +76,7 @@ ADDED_COLUMNS: dict[str, dict[str, str]] = {
         "max_concurrent_calls": "integer",
         "calling_days": "smallint[]",
         "last_error": "text",
+        "calls_per_second": "numeric",
     },
     "contacts": {"timezone": "text"},
     "calls": {
@@ -209,6 +210,8 @@ async def test_row_level_security_is_on_for_every_table(conn: asyncpg.Connection
         "do_not_call",
         "dialer_instances",
         "dialer_migrations",
+        "dialer_pacing",
+        "dialer_campaign_pacing",
     }
     assert all(r["relrowsecurity"] and r["policies"] == 0 for r in rows), rows
 
