@@ -31,9 +31,10 @@ from dialer.models import DialSlots
 
 log = structlog.get_logger(__name__)
 
-# How far ahead a grant reaches: what a dead instance can leave unused, the size of a
-# batch (rate * horizon / instances: one statement for that many dials), and how long
-# a newcomer may wait for its first slot.
+# How far ahead a grant reaches (the database adds one interval per live instance,
+# so a newcomer always finds a free slot): what a dead instance can leave unused, the
+# size of a batch (rate * horizon / instances: one statement for that many dials), and
+# how long a newcomer may wait for its first slot.
 HORIZON_SECONDS = 0.5
 # Parts of the allowed lateness (lateness_allowed): a call is let through on a slot
 # at most WAKE_SHARE of it late, and passes the dial gate within SEND_SHARE of it (the

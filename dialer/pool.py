@@ -363,7 +363,7 @@ class CallPool:
 
     async def _dial_and_follow(self, call: ClaimedCall) -> None:
         structlog.contextvars.bind_contextvars(campaign_id=str(call.campaign_id))
-        # A campaign with its own rate waits for a slot of its own (docs/campaigns.md#pacing).
+        # A campaign with its own rate waits for a slot of its own (docs/campaigns.md#dial-rate).
         scope = call.campaign_id if call.calls_per_second is not None else None
         deadline = await self.pacer.acquire(scope)
         gate_open = self._dialing and await self._gate_open(call.id)

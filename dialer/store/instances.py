@@ -24,11 +24,12 @@ class InstanceStore(StoreBase):
     _MARK_DEAD: Final = "UPDATE dialer_instances SET stopped_at = $2 WHERE id = ANY($1::uuid[])"
 
     @translate_errors
-    async def register_instance(self, calls_per_second: float) -> None:
+    async def register_instance(self, calls_per_second: float | None = None) -> None:
         """Record this process in dialer_instances with its configured dial rate (the
-        account's rate is the least of the live instances', docs/architecture.md#pacing),
-        and mark dead any earlier process on this host whose pid no longer runs (so its
-        calls are rescued at once)."""
+        account's rate is the least of the live instances', docs/architecture.md#pacing;
+        None for a store that does not dial, which then sets no rate), and mark dead any
+        earlier process on this host whose pid no longer runs (so its calls are rescued
+        at once)."""
         host = socket.gethostname()
         now = self.clock()
         async with self.pool.acquire() as conn, conn.transaction():

@@ -84,6 +84,15 @@ async def test_dead_and_stopped_instances_leave_the_share_and_the_rate(
     assert (grant.live, grant.rate) == (1, 20.0)
 
 
+async def test_an_instance_registered_without_a_rate_sets_none(pool: asyncpg.Pool) -> None:
+    """A store registered without calls_per_second (one that does not dial) leaves the
+    account's rate to the instances that do."""
+    await LifecycleStore(pool, instance_id=uuid.uuid4(), validate_template=lambda _t: None).register_instance()
+    a = await _instance(pool, 20.0)
+    grant = await a.take_dial_slots(None, 1, rate=20.0, horizon=0.5, live_within=TIMEOUT)
+    assert grant.rate == 20.0
+
+
 async def test_instances_record_their_rate_and_what_they_dial(pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
     """dialer_instances shows each instance's configured rate, its share of the
     account's rate and the dials per second its last heartbeat reported (the console's
