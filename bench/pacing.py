@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import math
 import time
-import uuid
 
 from bench._common import (
     Deadline,
@@ -32,6 +31,7 @@ from bench._common import (
     report,
 )
 from dialer import database
+from dialer.pacing import Slot
 from dialer.service import Daemon
 
 BUCKET = 1  # the default bucket_size
@@ -48,16 +48,18 @@ def worst_window(times: list[float], width: float = 1.0) -> int:
 
 
 def _record_grants(daemon: Daemon) -> list[float]:
-    """Monotonic times at which the daemon's pacer let a call dial."""
+    """Monotonic times at which the daemon's pacer let a request go (settled on its slot)."""
     grants: list[float] = []
     pacer = daemon.pool.pacer
-    original = pacer.acquire
+    original = pacer.settle
 
-    async def acquire(campaign_id: uuid.UUID | None = None) -> None:
-        await original(campaign_id)
-        grants.append(time.monotonic())
+    async def settle(slot: Slot) -> bool:
+        on_time = await original(slot)
+        if on_time:
+            grants.append(time.monotonic())
+        return on_time
 
-    pacer.acquire = acquire  # type: ignore[method-assign]
+    pacer.settle = settle  # type: ignore[method-assign]
     return grants
 
 

@@ -51,6 +51,25 @@ DB_RETRY_SECONDS = 1.0  # wait before asking again after a database error
 # apart by far less than a millisecond per second).
 DRIFT_PER_SECOND = 1e-3
 MIN_WAIT_SECONDS = 1e-6  # a wait this short counts as done (float remainders)
+# A call is let through this much before its slot, to pass the dial gate meanwhile and
+# then wait for the slot itself (`settle`): the gate's recent round trip, with a
+# margin, never more than MAX_LEAD_SECONDS. Without it every call would reach its slot
+# late by the gate's round trip, which at high rates is the whole allowance. The gate
+# still reads the campaign's status right before the request: no longer before it
+# than the gate's own round trip (about a millisecond on a healthy database; more
+# only while the database is slow, when a pause is slow to commit too).
+MAX_LEAD_SECONDS = 0.25
+LEAD_MARGIN = 1.5
+GATE_SMOOTHING = 0.2  # weight of the newest gate time in the running estimate
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A call's dial slot, on this instance's monotonic clock: the request leaves at
+    `at` (not before), and not after `send_by` (docs/invariants.md#9)."""
+
+    at: float
+    send_by: float
 
 
 class SlotSource(Protocol):
@@ -85,7 +104,7 @@ class _Scope:
 
     # (at, let through by, sent by), ascending
     slots: deque[tuple[float, float, float]] = field(default_factory=deque)
-    waiters: deque[asyncio.Future[float]] = field(default_factory=deque)  # each gets its slot's send-by
+    waiters: deque[asyncio.Future[Slot]] = field(default_factory=deque)
     dispatcher: asyncio.Task[None] | None = None  # lets waiters through while any wait
     refill: asyncio.Task[None] | None = None  # the grant in flight, if any
     cap: float | None = None  # the campaign's own rate, as of the last grant
@@ -136,43 +155,57 @@ class SharedPacer:
         self.dials = 0  # calls let through
         self.dropped = 0  # slots let go: the call that would have used it woke too late
         self._rate_mark = (clock(), 0)
+        self._gate_seconds = 0.0  # running estimate of the dial gate's round trip
 
     @property
     def rate(self) -> float:
         """Dials per second this instance can count on now: its share of the account's rate."""
         return self.account_rate / self.live
 
-    async def acquire(self, campaign_id: uuid.UUID | None = None) -> float:
+    @property
+    def lead(self) -> float:
+        """How long before its slot a call is let through: time for the dial gate."""
+        return min(MAX_LEAD_SECONDS, LEAD_MARGIN * self._gate_seconds)
+
+    def gate_took(self, seconds: float) -> None:
+        """The dial gate's round trip, measured by the pool (sizes the lead)."""
+        self._gate_seconds += GATE_SMOOTHING * (seconds - self._gate_seconds)
+
+    async def acquire(self, campaign_id: uuid.UUID | None = None) -> Slot:
         """Wait for this call's slot: of the account, or of `campaign_id` when that
-        campaign has a calls_per_second of its own. Returns the moment by which the
-        request must be on its way, for `late()`."""
+        campaign has a calls_per_second of its own. Returns up to `lead` before the
+        slot; pass the dial gate, then `settle()` before the request."""
         scope = self._scopes.setdefault(campaign_id, _Scope())
-        turn: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        turn: asyncio.Future[Slot] = asyncio.get_running_loop().create_future()
         scope.waiters.append(turn)
         if scope.dispatcher is None:
             scope.dispatcher = asyncio.create_task(
                 self._dispatch(scope, campaign_id), name=f"dial-slots-{campaign_id or 'account'}"
             )
         try:
-            deadline = await turn
+            slot = await turn
         except asyncio.CancelledError:
             if turn in scope.waiters:  # its slot never came: nothing to give back
                 scope.waiters.remove(turn)
             raise
         self.dials += 1
-        return deadline
+        return slot
 
-    def late(self, deadline: float) -> bool:
-        """Whether a call let through on a slot to be sent by `deadline` is too late to be
-        sent on it now (its dial gate outlasted the slot: a slow or stalled database).
-        Sent anyway, it could bunch with other dials; it must take a new slot."""
-        if self._clock() <= deadline:
-            return False
-        self.dials -= 1  # it will count when it is let through again
+    async def settle(self, slot: Slot) -> bool:
+        """Wait for the slot's moment, right before the request. False when it is too
+        late to send on it (the dial gate outlasted it: a slow or stalled database; or
+        this wait woke late): sent anyway, it could bunch with other dials, so the
+        call must take a new slot."""
+        wait = slot.at - self._clock()
+        if wait > MIN_WAIT_SECONDS:
+            await self._sleep(wait)
+        if self._clock() <= slot.send_by:
+            return True
+        self.dials -= 1  # it counts when it is let through again
         self.dropped += 1
         if self._metrics is not None:
             self._metrics.dial_slots_dropped.inc()
-        return True
+        return False
 
     async def close(self) -> None:
         """Stop the dispatchers and grants still running (the daemon is closing)."""
@@ -193,15 +226,17 @@ class SharedPacer:
                     self.dropped += 1
                     if self._metrics is not None:
                         self._metrics.dial_slots_dropped.inc()
-                while scope.waiters and scope.slots and scope.slots[0][0] <= now + MIN_WAIT_SECONDS:
+                lead = self.lead
+                while scope.waiters and scope.slots and scope.slots[0][0] - lead <= now + MIN_WAIT_SECONDS:
                     waiter = scope.waiters.popleft()
                     if not waiter.done():  # else cancelled meanwhile: the slot stays for the next
-                        waiter.set_result(scope.slots.popleft()[2])
+                        at, _, send_by = scope.slots.popleft()
+                        waiter.set_result(Slot(at, send_by))
                 if not scope.waiters:
                     break
                 self._prefetch(scope, campaign_id, now)
                 if scope.slots:
-                    await self._sleep(scope.slots[0][0] - now)
+                    await self._sleep(scope.slots[0][0] - lead - now)
                 elif scope.refill is not None:
                     # Shielded: a dispatcher cancelled at close leaves the grant's own end to close().
                     await asyncio.shield(scope.refill)

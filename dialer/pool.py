@@ -365,16 +365,18 @@ class CallPool:
         structlog.contextvars.bind_contextvars(campaign_id=str(call.campaign_id))
         # A campaign with its own rate waits for a slot of its own (docs/campaigns.md#dial-rate).
         scope = call.campaign_id if call.calls_per_second is not None else None
-        deadline = await self.pacer.acquire(scope)
-        gate_open = self._dialing and await self._gate_open(call.id)
-        if gate_open and self.pacer.late(deadline):
+        slot = await self.pacer.acquire(scope)
+        gate_open = self._dialing and await self._paced_gate(call.id)
+        if gate_open and not await self.pacer.settle(slot):
             # The gate outlasted the slot (a slow or stalled database): sent now, the
             # request could bunch with the dials of the slots after it, as would every
             # call held up with it (docs/invariants.md#9). A new slot, and the gate again
-            # for it; once, so a slow database costs one more statement, not a spiral.
+            # for it; once, so a slow database costs one more statement, not a spiral:
+            # missed again, the claim goes back.
             log.info("dial_slot_missed")
-            await self.pacer.acquire(scope)
-            gate_open = self._dialing and await self._gate_open(call.id, again=True)
+            slot = await self.pacer.acquire(scope)
+            gate_open = self._dialing and await self._paced_gate(call.id, again=True)
+            gate_open = gate_open and await self.pacer.settle(slot)
         if not gate_open:
             # Paused, cancelled, outside hours, or shutting down since the claim.
             await self._db(self.store.release_claim, call.id)
@@ -434,6 +436,15 @@ class CallPool:
             follow.sid = sid
         await self._fetch_and_apply(call.id, sid)
         await self._follow(call.id, sid, call.ring_timeout_seconds + call.time_limit_seconds)
+
+    async def _paced_gate(self, call_id: uuid.UUID, again: bool = False) -> bool:
+        """The dial gate, its round trip told to the pacer (which lets calls through
+        that much before their slot)."""
+        began = time.monotonic()
+        try:
+            return await self._gate_open(call_id, again)
+        finally:
+            self.pacer.gate_took(time.monotonic() - began)
 
     async def _gate_open(self, call_id: uuid.UUID, again: bool = False) -> bool:
         """begin_dial, where a database error closes the gate: no request has left, so

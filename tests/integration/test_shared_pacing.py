@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 
 from dialer.carrier.simulator import RunningSimulator
+from dialer.models import DialSlots
 from dialer.pacing import SharedPacer
 from dialer.store.lifecycle import LifecycleStore
 from tests.conftest import StartDaemon
@@ -29,8 +30,9 @@ async def _instance(pool: asyncpg.Pool, rate: float) -> LifecycleStore:
     return store
 
 
-async def _taken(conn: asyncpg.Connection) -> list[int]:
-    return list(await conn.fetchval("SELECT taken FROM dialer_pacing"))
+def _at(grant: DialSlots) -> list[float]:
+    """The grant's slots on the database's clock (offsets are from each grant's own now)."""
+    return [grant.db_now + o for o in grant.offsets]
 
 
 def _worst_window(times: list[float], width: float = 1.0) -> int:
@@ -55,7 +57,7 @@ async def test_a_grant_is_an_equal_share_of_the_horizon_on_one_grid(pool: asyncp
     assert len(first.offsets) == 5
     assert 0 <= first.offsets[0] <= 0.05
     assert all(y - x == pytest.approx(0.05, abs=1e-6) for x, y in zip(first.offsets, first.offsets[1:], strict=False)), first.offsets
-    assert second.offsets and second.offsets[0] > first.offsets[-1] - 0.01
+    assert second.offsets and _at(second)[0] > _at(first)[-1]
     third = await a.take_dial_slots(None, 100, rate=20.0, horizon=0.5, live_within=TIMEOUT)
     assert 2 <= len(third.offsets) <= 3, third.offsets
     assert third.offsets[-1] <= 0.6 + 1e-6
@@ -122,12 +124,13 @@ async def test_a_capped_campaign_keeps_its_rate_and_skips_slots_without_taking_t
     assert capped.offsets[-1] - capped.offsets[0] == pytest.approx(3.5)  # 2 s each, the second one 0.5 s early
     free = await store.take_dial_slots(None, 10, rate=2.0, horizon=5.0, live_within=TIMEOUT)
     assert free.campaign_rate is None
-    assert free.offsets[0] < capped.offsets[1]  # a slot the campaign skipped
-    taken = await _taken(conn)
-    assert len(taken) == len(set(taken)) == len(capped.offsets) + len(free.offsets)
-    assert taken == list(range(taken[0], taken[0] + len(taken)))  # no hole
+    assert _at(free)[0] < _at(capped)[1]  # a slot the campaign skipped
+    # Slot numbers (k / rate on the database's clock): each granted once, and no hole
+    # (the grid's own list drops slots already past, so it is not read here).
+    slots = sorted(round(at * 2.0) for at in _at(capped) + _at(free))
+    assert slots == list(range(slots[0], slots[0] + len(slots)))
     again = await store.take_dial_slots(cid, 10, rate=2.0, horizon=5.0, live_within=TIMEOUT)
-    assert again.offsets[0] >= capped.offsets[-1] + 1.5 - 1e-6  # on its own schedule still
+    assert _at(again)[0] >= _at(capped)[-1] + 1.5 - 1e-6  # on its own schedule still
     assert len(again.offsets) == 1  # the rest of its next 5 s lies beyond the grid's reach
 
 
@@ -150,7 +153,7 @@ async def test_a_new_rate_starts_after_the_last_slot_of_the_old(pool: asyncpg.Po
     await _instance(pool, 1.0)
     new = await a.take_dial_slots(None, 1, rate=2.0, horizon=5.0, live_within=TIMEOUT)
     assert new.rate == 1.0
-    assert new.offsets[0] >= old.offsets[-1] + 1.0 - 0.05
+    assert _at(new)[0] >= _at(old)[-1] + 1.0 - 1e-6
 
 
 async def test_a_campaign_cap_must_be_positive(conn: asyncpg.Connection) -> None:
@@ -184,7 +187,8 @@ async def test_three_instances_dial_at_the_account_rate_together(pool: asyncpg.P
     assert _worst_window(moments) <= rate + 1
     first_second = [i for t, i in times if t < moments[0] + 1.0]
     assert all(first_second.count(i) >= 8 for i in range(3)), first_second
-    assert sum(p.grants for p in pacers) < len(moments) / 3, "slots come in batches"
+    # Up to 7 slots a grant; empty grants (the horizon full) count too, more of them on a loaded machine.
+    assert sum(p.grants for p in pacers) < len(moments) / 2, "slots come in batches"
 
 
 async def test_a_call_held_up_at_the_gate_past_its_slot_is_not_sent_late(

@@ -176,18 +176,41 @@ async def test_a_call_cancelled_while_waiting_leaves_its_slot_to_the_next() -> N
 
 
 async def test_a_call_held_up_past_its_slot_is_late_and_takes_a_new_one() -> None:
-    """late(): a call whose dial gate outlasted its slot's deadline is late (the slot
-    counts as let go, not dialed); on time it is not."""
+    """settle(): a call whose dial gate outlasted its slot's send-by is late (the slot
+    counts as let go, not dialed); on time it is not, and it waits for the slot."""
     clock = LateClock(0.0)
     grid = MemoryGrid(clock, 10.0)
     pacer = _pacer(grid, clock)
-    deadline = await pacer.acquire()
-    assert not pacer.late(deadline)
-    clock.work(SEND_SHARE * lateness_allowed(10.0, 1) + 0.001)
-    assert pacer.late(deadline)
-    assert (pacer.dials, pacer.dropped) == (0, 1)
+    slot = await pacer.acquire()
+    assert await pacer.settle(slot)
+    slot = await pacer.acquire()
+    clock.work(slot.send_by - clock() + 0.001)
+    assert not await pacer.settle(slot)
+    assert (pacer.dials, pacer.dropped) == (1, 1)
     await pacer.acquire()
-    assert pacer.dials == 1
+    assert pacer.dials == 2
+    assert SEND_SHARE * lateness_allowed(10.0, 1) == pytest.approx(slot.send_by - slot.at)
+
+
+async def test_calls_are_let_through_ahead_by_the_gate_time_and_settle_on_the_slot() -> None:
+    """With the dial gate measured at 8 ms, a call is let through 12 ms before its slot
+    (the lead, with its margin) and settle() returns at the slot itself; the lead never
+    exceeds 250 ms however slow the gate."""
+    clock = LateClock(0.0)
+    grid = MemoryGrid(clock, 10.0)
+    pacer = _pacer(grid, clock)
+    first = await pacer.acquire()
+    assert await pacer.settle(first)
+    for _ in range(50):
+        pacer.gate_took(0.008)
+    assert pacer.lead == pytest.approx(0.012, abs=1e-4)
+    slot = await pacer.acquire()
+    assert clock() == pytest.approx(slot.at - pacer.lead, abs=1e-6)
+    assert await pacer.settle(slot)
+    assert clock() == pytest.approx(slot.at, abs=1e-6)
+    for _ in range(50):
+        pacer.gate_took(10.0)
+    assert pacer.lead == 0.25
 
 
 async def test_concurrent_waiters_are_served_in_order() -> None:
