@@ -1,6 +1,7 @@
 """In-memory stand-ins for unit tests of the scheduler and the call pool: a store that
 satisfies `SchedulerStore` and `PoolStore` over a dict of calls, and a carrier that
-answers at once or holds a request until the test lets it go. They record what the
+answers at once or holds a request until the test lets it go; and the account's grid of
+dial slots held in memory (`MemoryGrid`, for the pacer). They record what the
 engine asked of them, so a test can pin how many calls a pass claimed and from whom.
 
 Only the engine's side is faked here; what the real store does with each request is
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -27,6 +29,7 @@ from dialer.models import (
     ClaimedCall,
     Contact,
     DialIntent,
+    DialSlots,
 )
 from dialer.store.claims import DueCounts
 from dialer.store.live import CallEnding, LiveCall
@@ -127,7 +130,7 @@ class FakeStore:
 
     # -- SchedulerStore ----------------------------------------------------------
 
-    async def heartbeat(self) -> None:
+    async def heartbeat(self, dial_rate: float = 0.0, rate_share: float | None = None) -> None:
         """Nothing to record."""
 
     async def adopt_orphans(self, instance_timeout_seconds: float) -> list[LiveCall]:
@@ -175,7 +178,7 @@ class FakeStore:
 
     # -- PoolStore ----------------------------------------------------------------
 
-    async def begin_dial(self, call_id: uuid.UUID) -> bool:
+    async def begin_dial(self, call_id: uuid.UUID, again: bool = False) -> bool:
         """The gate: open (after `gate`, when the test holds it)."""
         self.at_gate += 1
         if self.gate is not None:
@@ -258,6 +261,36 @@ class FakeStore:
             phone_number=c.contact.phone_number, from_number=c.from_number,
             ring_timeout_seconds=c.ring_timeout_seconds, time_limit_seconds=c.time_limit_seconds,
         )
+
+
+class MemoryGrid:
+    """The account's grid as sql/0016 keeps it, for one rate and no campaign caps: slot
+    k at k / rate, each granted once, never further than the horizon ahead."""
+
+    def __init__(self, clock: Callable[[], float], rate: float, live: int = 1) -> None:
+        self.clock = clock
+        self.rate = rate
+        self.live = live
+        self.next_k = 0
+        self.calls = 0
+        self.failures = 0  # how many of the next calls raise DatabaseUnavailable
+
+    async def take_dial_slots(
+        self, campaign_id: uuid.UUID | None, want: int, *, rate: float, horizon: float, live_within: float
+    ) -> DialSlots:
+        self.calls += 1
+        if self.failures:
+            self.failures -= 1
+            raise DatabaseUnavailable("connection refused")
+        now = self.clock()
+        first = max(self.next_k, math.ceil(now * self.rate))
+        last = math.floor((now + horizon + self.live / self.rate) * self.rate)
+        want = min(want, max(1, math.ceil(self.rate * horizon / self.live)))
+        ks = list(range(first, min(last + 1, first + want)))
+        if ks:
+            self.next_k = ks[-1] + 1
+        retry = 0.0 if ks else max(0.0, first / self.rate - horizon - self.live / self.rate - now)
+        return DialSlots(now, [k / self.rate - now for k in ks], self.rate, None, self.live, retry)
 
 
 @dataclass

@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -27,8 +28,7 @@ import pytest
 from dialer import database
 from dialer.carrier.simulator import RunningSimulator
 from dialer.carrier.simulator.records import SimCall
-from tests.chaos.procs import DaemonProcess, daemons
-from tests.chaos.test_chaos_crash import _bulk_contacts
+from tests.chaos.procs import DaemonProcess, bulk_contacts, daemons
 from tests.factories import make_campaign
 
 pytestmark = pytest.mark.slow
@@ -98,7 +98,7 @@ async def _campaign(db_url: str, contacts: int, offset: int = 0, **fields: objec
     conn = await database.connect(db_url)
     try:
         cid = await make_campaign(conn, status="draft", max_retries=0, **fields)
-        await _bulk_contacts(conn, cid, contacts, offset)
+        await bulk_contacts(conn, cid, contacts, offset)
     finally:
         await conn.close()
     return cid
@@ -161,7 +161,7 @@ async def test_instances_share_one_rate_and_a_campaign_its_cap_through_a_join_an
     sim = chaos_sim.simulator
     await _campaign(db_url, 150, caller_id=CAPPED, calls_per_second=CAP)
     await _campaign(db_url, 150, offset=1000, caller_id="+34910000002")
-    knobs = {"calls_per_second": RATE, "bucket_size": BUCKET, "max_concurrent_calls": 30,
+    knobs: dict[str, Any] = {"calls_per_second": RATE, "bucket_size": BUCKET, "max_concurrent_calls": 30,
              "instance_timeout_seconds": TIMEOUT}
     a, b, c = (DaemonProcess(db_url, chaos_sim.url, log_dir, **knobs) for _ in range(3))
     with daemons(a, b, c):

@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dialer.carrier.simulator import RunningSimulator
 from dialer.service import Daemon
+from tests.conftest import StartDaemon
 from tests.factories import add_contacts, madrid_number, make_campaign
 from tests.harness import daemon_settings, wait_for
 from tests.invariants import assert_counters_true
@@ -64,7 +65,7 @@ async def test_callback_on_one_instance_wakes_the_coroutine_on_another(
         await receiver.stop(drain_seconds=1)
 
 
-async def test_an_instance_beats_well_within_its_timeout(conn: asyncpg.Connection, start_daemon) -> None:
+async def test_an_instance_beats_well_within_its_timeout(conn: asyncpg.Connection, start_daemon: StartDaemon) -> None:
     """With instance_timeout_seconds = 1.5 the heartbeat is never that old: a live
     instance is not taken for dead (its calls adopted, its part of the dial rate
     handed out) between two beats."""

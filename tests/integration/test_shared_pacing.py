@@ -104,7 +104,7 @@ async def test_instances_record_their_rate_and_what_they_dial(pool: asyncpg.Pool
     row = await conn.fetchrow(
         "SELECT calls_per_second, rate_share, dial_rate FROM dialer_instances WHERE id = $1", a.instance_id
     )
-    assert tuple(row) == (12.5, 6.25, 3.25)
+    assert row is not None and tuple(row) == (12.5, 6.25, 3.25)
 
 
 async def test_a_capped_campaign_keeps_its_rate_and_skips_slots_without_taking_them(

@@ -6,17 +6,15 @@ bucket_size, late slots are let go, and claims are sized by what is waiting."""
 from __future__ import annotations
 
 import asyncio
-import math
 import random
 import time
 import uuid
-from collections.abc import Callable
 
 import pytest
 
-from dialer.errors import DatabaseUnavailable
 from dialer.models import DialSlots
 from dialer.pacing import SEND_SHARE, WAKE_SHARE, SharedPacer, lateness_allowed
+from tests.engine_fakes import MemoryGrid
 
 
 class LateClock:
@@ -37,36 +35,6 @@ class LateClock:
     def work(self, seconds: float) -> None:
         """Time spent by the caller between grants (it never sleeps, the loop is busy)."""
         self.now += seconds
-
-
-class MemoryGrid:
-    """The account's grid as sql/0016 keeps it, for one rate and no campaign caps: slot
-    k at k / rate, each granted once, never further than the horizon ahead."""
-
-    def __init__(self, clock: Callable[[], float], rate: float, live: int = 1) -> None:
-        self.clock = clock
-        self.rate = rate
-        self.live = live
-        self.next_k = 0
-        self.calls = 0
-        self.failures = 0  # how many of the next calls raise DatabaseUnavailable
-
-    async def take_dial_slots(
-        self, campaign_id: uuid.UUID | None, want: int, *, rate: float, horizon: float, live_within: float
-    ) -> DialSlots:
-        self.calls += 1
-        if self.failures:
-            self.failures -= 1
-            raise DatabaseUnavailable("connection refused")
-        now = self.clock()
-        first = max(self.next_k, math.ceil(now * self.rate))
-        last = math.floor((now + horizon + self.live / self.rate) * self.rate)
-        want = min(want, max(1, math.ceil(self.rate * horizon / self.live)))
-        ks = list(range(first, min(last + 1, first + want)))
-        if ks:
-            self.next_k = ks[-1] + 1
-        retry = 0.0 if ks else max(0.0, first / self.rate - horizon - self.live / self.rate - now)
-        return DialSlots(now, [k / self.rate - now for k in ks], self.rate, None, self.live, retry)
 
 
 def _worst_window(times: list[float], width: float = 1.0) -> int:

@@ -1,11 +1,12 @@
 """The scheduler against an in-memory store and carrier (tests/engine_fakes.py), with
-the real call pool and token bucket: how one pass shares its budget between
-campaigns, that a pass never claims more than the free slots or the bucket allow, and
+the real call pool and pacer (on an in-memory grid): how one pass shares its budget
+between campaigns, that a pass never claims more than the free slots or the pacer allow, and
 that slots freed one by one are claimed by one pass. No database."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -14,17 +15,17 @@ import pytest
 
 from dialer import scheduler as scheduler_module
 from dialer.metrics import Metrics
-from dialer.pacing import TokenBucket
+from dialer.pacing import SharedPacer
 from dialer.pool import CallPool
 from dialer.scheduler import Scheduler
-from tests.engine_fakes import Claim, FakeCarrier, FakeStore, request_for
+from tests.engine_fakes import Claim, FakeCarrier, FakeStore, MemoryGrid, request_for
 from tests.harness import wait_for
 
 POLL = 0.005  # seconds between polls: everything here is in memory
 
 
 class FakeClock:
-    """A monotonic clock that moves only when told (for the bucket)."""
+    """A monotonic clock that moves only when told (for the pacer)."""
 
     def __init__(self) -> None:
         self.now = 1000.0
@@ -58,7 +59,10 @@ class Engine:
         """Wait until the pool holds n calls, all placed at the carrier."""
 
         async def placed() -> bool:
-            return len(self.pool) == n and len(self.store.live_ids()) == n
+            # Placed: a sid stored, not just claimed (a claimed call may still wait
+            # for its dial slot, docs/architecture.md#pacing).
+            live = self.store.live_ids()
+            return len(self.pool) == n and len(live) == n and all(self.store.calls[i].call_sid for i in live)
 
         await wait_for(placed, 5, f"{n} live calls", interval=POLL)
 
@@ -74,24 +78,26 @@ Build = Callable[..., Awaitable[Engine]]
 
 @pytest.fixture
 async def build() -> AsyncIterator[Build]:
-    """Build engines (pool of `slots`, the given bucket, a long tick so that only
+    """Build engines (pool of `slots`, the given pacer, a long tick so that only
     wakes drive the loop); every loop and call coroutine is stopped afterwards."""
     engines: list[Engine] = []
 
-    async def make(slots: int, bucket: TokenBucket | None = None) -> Engine:
+    async def make(slots: int, pacer: SharedPacer | None = None) -> Engine:
         store, metrics = FakeStore(), Metrics()
-        bucket = bucket or TokenBucket(1000.0, 100)
+        pacer = pacer or SharedPacer(
+            MemoryGrid(time.monotonic, 1000.0), rate=1000.0, bucket_size=1000, instance_timeout_seconds=30
+        )
         pool = CallPool(
             store=store,
             carrier=FakeCarrier(),
-            bucket=bucket,
+            pacer=pacer,
             metrics=metrics,
             build_request=request_for,
             max_concurrent_calls=slots,
             reconcile_after_seconds=60.0,
         )
         scheduler = Scheduler(
-            store=store, pool=pool, bucket=bucket, metrics=metrics, tick_seconds=30.0, instance_timeout_seconds=30.0
+            store=store, pool=pool, pacer=pacer, metrics=metrics, tick_seconds=30.0, instance_timeout_seconds=30.0
         )
         pool.on_slot_freed = scheduler.wake
         engine = Engine(store, pool, scheduler)
@@ -159,17 +165,18 @@ async def test_claims_never_exceed_the_free_slots(build: Build) -> None:
     assert engine.pool.peak_live == 10
 
 
-async def test_claims_never_exceed_the_buckets_budget(build: Build) -> None:
-    """With 50 free slots but a bucket that allows 7 dials within the claim horizon
-    (2 banked + 5 per second), one pass over two campaigns claims 7 calls in all."""
+async def test_claims_never_exceed_the_pacers_budget(build: Build) -> None:
+    """With 50 free slots but a pacer at 6/s, which lets a pass claim 7 calls (a second
+    of dials and one more), one pass over two campaigns claims 7 calls in all."""
     clock = FakeClock()
-    bucket = TokenBucket(5.0, 2, clock=clock)
-    assert bucket.available_within(scheduler_module.CLAIM_HORIZON) == 7
-    engine = await build(slots=50, bucket=bucket)
+    pacer = SharedPacer(MemoryGrid(clock, 6.0), rate=6.0, bucket_size=2, instance_timeout_seconds=30, clock=clock)
+    assert pacer.available_within(scheduler_module.CLAIM_HORIZON) == 7
+    engine = await build(slots=50, pacer=pacer)
     first, second = engine.store.add_campaign("a", 100), engine.store.add_campaign("b", 100)
     await engine.scheduler.step()
     assert sum(c.got for c in engine.store.claims) == 7
     assert engine.store.claimed_by(first) >= 3 and engine.store.claimed_by(second) >= 3
+    await pacer.close()
 
 
 # -- coalescing freed slots -----------------------------------------------------------
