@@ -370,13 +370,13 @@ class CallPool:
         if gate_open and not await self.pacer.settle(slot):
             # The gate outlasted the slot (a slow or stalled database): sent now, the
             # request could bunch with the dials of the slots after it, as would every
-            # call held up with it (docs/invariants.md#9). A new slot, and the gate again
-            # for it; once, so a slow database costs one more statement, not a spiral:
-            # missed again, the claim goes back.
+            # call held up with it (docs/invariants.md#9). The gate again, then a new
+            # slot: no round trip between slot and request this time, so a slow
+            # database costs one statement more and never stops the dialing.
             log.info("dial_slot_missed")
-            slot = await self.pacer.acquire(scope)
             gate_open = self._dialing and await self._paced_gate(call.id, again=True)
-            gate_open = gate_open and await self.pacer.settle(slot)
+            while gate_open and not await self.pacer.settle(await self.pacer.acquire(scope)):
+                gate_open = self._dialing  # only a late wake-up misses now: the next slot
         if not gate_open:
             # Paused, cancelled, outside hours, or shutting down since the claim.
             await self._db(self.store.release_claim, call.id)
