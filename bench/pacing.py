@@ -53,9 +53,9 @@ def _record_grants(daemon: Daemon) -> list[float]:
     pacer = daemon.pool.pacer
     original = pacer.settle
 
-    async def settle(slot: Slot) -> bool:
-        on_time = await original(slot)
-        if on_time:
+    async def settle(slot: Slot, *, last_try: bool = False) -> bool:
+        on_time = await original(slot, last_try=last_try)
+        if on_time or last_try:
             grants.append(time.monotonic())
         return on_time
 

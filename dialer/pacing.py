@@ -54,11 +54,9 @@ MIN_WAIT_SECONDS = 1e-6  # a wait this short counts as done (float remainders)
 # A call is let through this much before its slot, to pass the dial gate meanwhile and
 # then wait for the slot itself (`settle`): the gate's recent round trip, with a
 # margin, never more than MAX_LEAD_SECONDS. Without it every call would reach its slot
-# late by the gate's round trip, which at high rates is the whole allowance. The gate
-# still reads the campaign's status right before the request: no longer before it
-# than the gate's own round trip (about a millisecond on a healthy database; more
-# only while the database is slow, when a pause is slow to commit too).
-MAX_LEAD_SECONDS = 0.25
+# late by the gate's round trip, which at high rates is the whole allowance. The cap
+# keeps the gate right before the request (a pause is obeyed by the next one).
+MAX_LEAD_SECONDS = 0.02
 LEAD_MARGIN = 1.5
 GATE_SMOOTHING = 0.2  # weight of the newest gate time in the running estimate
 
@@ -154,6 +152,7 @@ class SharedPacer:
         self.grants = 0  # statements spent on slots
         self.dials = 0  # calls let through
         self.dropped = 0  # slots let go: the call that would have used it woke too late
+        self.sent_late = 0  # calls sent late on their second slot (a slow database)
         self._rate_mark = (clock(), 0)
         self._gate_seconds = 0.0  # running estimate of the dial gate's round trip
 
@@ -191,16 +190,20 @@ class SharedPacer:
         self.dials += 1
         return slot
 
-    async def settle(self, slot: Slot) -> bool:
+    async def settle(self, slot: Slot, *, last_try: bool = False) -> bool:
         """Wait for the slot's moment, right before the request. False when it is too
         late to send on it (the dial gate outlasted it: a slow or stalled database; or
         this wait woke late): sent anyway, it could bunch with other dials, so the
-        call must take a new slot."""
+        call must take a new slot — unless this is its `last_try`, when it is sent
+        late (counted in `sent_late`)."""
         wait = slot.at - self._clock()
         if wait > MIN_WAIT_SECONDS:
             await self._sleep(wait)
         if self._clock() <= slot.send_by:
             return True
+        if last_try:
+            self.sent_late += 1
+            return False
         self.dials -= 1  # it counts when it is let through again
         self.dropped += 1
         if self._metrics is not None:
