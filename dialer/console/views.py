@@ -36,6 +36,13 @@ def num(value: int | float | None) -> str:
     return f"{value:,}"
 
 
+def rate(value: float | None) -> str:
+    """Dials per second to one decimal ('12.5/s'), '—' when unknown."""
+    if value is None:
+        return "—"
+    return f"{value:,.1f}/s"
+
+
 def percent(done: int, total: int) -> str:
     """'41 %' of done over total (0 % for nothing)."""
     return f"{(100 * done // total) if total else 0} %"
@@ -81,6 +88,7 @@ FILTERS: dict[str, Callable[..., Any]] = {
     "safe_url": safe_url,
     "utc": utc,
     "num": num,
+    "rate": rate,
     "age": age,
     "percent": percent,
     "symbol": symbol,

@@ -132,6 +132,9 @@ class Instance:
     stopped_at: datetime | None
     live_calls: int
     fresh: bool
+    calls_per_second: float | None  # its configured dialer.calls_per_second
+    rate_share: float | None  # dials/s it may count on (the shared rate over live instances)
+    dial_rate: float | None  # dials/s it made over its last heartbeat period
 
 
 def _like(text: str) -> str:
@@ -416,6 +419,7 @@ class ConsoleStore:
     # Stopped instances stay listed for an hour, so an operator sees one that just exited.
     INSTANCES = """
         SELECT i.id, i.hostname, i.pid, i.started_at, i.stopped_at,
+               i.calls_per_second, i.rate_share, i.dial_rate,
                extract(epoch FROM timezone('utc', now()) - i.heartbeat_at)::float8 AS heartbeat_age,
                (SELECT count(*) FROM calls k
                 WHERE k.claimed_by = i.id AND k.status IN ('pending', 'in_progress')) AS live_calls
@@ -438,6 +442,9 @@ class ConsoleStore:
                 stopped_at=r["stopped_at"],
                 live_calls=r["live_calls"],
                 fresh=r["stopped_at"] is None and r["heartbeat_age"] < self.instance_timeout_seconds,
+                calls_per_second=r["calls_per_second"],
+                rate_share=r["rate_share"],
+                dial_rate=r["dial_rate"],
             )
             for r in rows
         ]

@@ -13,17 +13,20 @@ import aiohttp
 import asyncpg
 import pytest
 
+from dialer.carrier.simulator import RunningSimulator
 from dialer.console.passwords import hash_password
 from dialer.operator.results import export_campaign
 from tests.console_helpers import (
     READ_ONLY_TOKEN,
     TOKEN,
     client,
+    console_daemon,
     console_only,
     csrf_of,
     make_campaign,
     sign_in,
 )
+from tests.harness import wait_for
 
 
 async def _status(conn: asyncpg.Connection, cid: uuid.UUID) -> str:
@@ -356,3 +359,20 @@ async def test_the_export_download_is_the_clis_file_and_the_history_is_shown(
     assert len(rows) == 1 + 7 and "contact_id" in rows[0]
     assert excel_file.startswith("\ufeff".encode())
     assert "created draft" in page and "draft → active" in page and "active → paused" in page
+
+
+async def test_the_instances_page_shows_each_instances_rate_share(db_url: str, sim: RunningSimulator) -> None:
+    """A running daemon's row shows the rate share its heartbeat wrote (alone: the whole
+    account rate) beside its configured rate."""
+    async with console_daemon(db_url, sim.url, calls_per_second=7) as daemon, client() as http:
+        assert daemon.console is not None
+        url = f"{daemon.console.url}/instances"
+
+        async def shows_share() -> bool:
+            async with http.get(url) as r:
+                body = await r.text()
+            row = body[body.index(f'id="instance-{daemon.instance_id}"'):]
+            row = row[: row.index("</tr>")]
+            return "7.0/s" in row and "of 7.0/s" in row
+
+        await wait_for(shows_share, 10, "the instance's rate share on the page")
