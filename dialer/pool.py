@@ -274,7 +274,9 @@ class CallPool:
             return
         follow.heard_at = time.monotonic()
         outcome = ending.outcome or ending.status.value
-        self._ended(call_id, follow.campaign_id, follow.sid, ending.status, outcome)
+        # The final callback can store the sid before this call's own adoption (batched)
+        # has: the row's sid then names the call in its call_ended line.
+        self._ended(call_id, follow.campaign_id, follow.sid or ending.call_sid, ending.status, outcome)
         if (response := ending.response) is not None:
             known = response in RESERVED_RESPONSES or response in follow.outcomes
             self.metrics.responses.labels(

@@ -43,6 +43,7 @@ class CallEnding(NamedTuple):
     status: CallStatus
     outcome: str | None
     response: str | None
+    call_sid: str | None = None  # stored by adoption or by the final callback, whichever came first
 
 
 # What following a live call needs; $2 is the caller id of last resort.
@@ -65,14 +66,17 @@ class LiveCallStore(StoreBase):
         rows = await self.pool.fetch(self._STATUSES, list(call_ids))
         return {r["id"]: CallStatus(r["status"]) for r in rows}
 
-    _ENDINGS: Final = "SELECT id, status, outcome, response FROM calls WHERE id = ANY($1::uuid[])"
+    _ENDINGS: Final = "SELECT id, status, outcome, response, call_sid FROM calls WHERE id = ANY($1::uuid[])"
 
     @translate_errors
     async def call_endings(self, call_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, CallEnding]:
         """Status, outcome and response of these calls, as the rows hold them (what a
         NOTIFY payload only claims)."""
         rows = await self.pool.fetch(self._ENDINGS, list(call_ids))
-        return {r["id"]: CallEnding(CallStatus(r["status"]), r["outcome"], r["response"]) for r in rows}
+        return {
+            r["id"]: CallEnding(CallStatus(r["status"]), r["outcome"], r["response"], r["call_sid"])
+            for r in rows
+        }
 
     _LIVE_BY_ID: Final = _LIVE_SELECT + "WHERE k.id = $1"
 

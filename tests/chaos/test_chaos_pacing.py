@@ -40,7 +40,10 @@ TIMEOUT = 3.0  # instance_timeout_seconds of these processes
 PHASE = 5.0  # seconds with two, then three processes
 # The least part of a rate a phase must show: a loaded machine wakes the loops late
 # and a late call lets its slot go rather than bunch (docs/architecture.md#pacing).
-FLOOR = 0.8
+# With the suite on two workers of two cores, one lost slot in a 4 s window of the
+# capped campaign (8 slots) is 0.875; two is 0.75 — seen once. The upper bounds, the
+# invariant under test, stay exact.
+FLOOR = 0.7
 CAPPED = "+34910000001"  # the capped campaign's caller_id: how the simulator tells its calls
 
 
