@@ -260,18 +260,25 @@ class SharedPacer:
         """Slots this instance may hold in the scope at once: an equal part of what the
         horizon holds (the database caps each grant the same way; this keeps a grant
         asked for early from adding to one still held)."""
-        rate = self.account_rate if scope.cap is None else min(scope.cap, self.account_rate)
-        return max(1, math.ceil(rate * self.horizon / self.live))
+        if scope.cap is None:
+            return max(1, math.ceil(self.account_rate * self.horizon / self.live))
+        # A capped campaign may use only one or two slots of every 1/cap seconds, and
+        # the account's scopes take the earliest free slot each time they dial: asked
+        # for only once its slot was used, a capped campaign's next slot would keep
+        # going to them (seen: one dial every three account intervals where one every
+        # two was due). So it also holds its next one, asked for as soon as it may.
+        return max(1, math.ceil(min(scope.cap, self.account_rate) * self.horizon / self.live)) + 1
 
     def _prefetch(self, scope: _Scope, campaign_id: uuid.UUID | None, now: float) -> None:
         """Start a grant for this scope unless one is in flight or the slots held
         last: it runs when none is held, or when fewer are held than calls wait, fewer
-        than its fair share, and the last of them is near."""
+        than its fair share, and the last of them is near (for a capped campaign, at
+        once: its next slot is one of few)."""
         if scope.refill is not None:
             return
         held = len(scope.slots)
         enough = len(scope.waiters) <= held or held >= self._fair_share(scope)
-        if held and (enough or scope.slots[-1][0] >= now + PREFETCH):
+        if held and (enough or (scope.cap is None and scope.slots[-1][0] >= now + PREFETCH)):
             return
         scope.refill = asyncio.create_task(
             self._refill(scope, campaign_id), name=f"dial-slot-grant-{campaign_id or 'account'}"

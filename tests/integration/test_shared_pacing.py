@@ -191,6 +191,41 @@ async def test_three_instances_dial_at_the_account_rate_together(pool: asyncpg.P
     assert sum(p.grants for p in pacers) < len(moments) / 2, "slots come in batches"
 
 
+async def test_a_capped_campaign_gets_its_cap_beside_uncapped_calls_of_two_instances(
+    pool: asyncpg.Pool, conn: asyncpg.Connection
+) -> None:
+    """Account 4/s on two instances, each with more uncapped calls waiting than the
+    whole rate; a campaign capped at 2/s has its calls waiting on one of them. The
+    uncapped calls take the earliest free slot whenever they dial, so a capped
+    campaign asking for its next slot only once it used the last found it taken every
+    time: one dial every three account intervals (1.33/s). It holds its next slot
+    too, and dials at its cap."""
+    rate, cap = 4.0, 2.0
+    cid = await make_campaign(conn, calls_per_second=cap)
+    first, second = [
+        SharedPacer(await _instance(pool, rate), rate=rate, bucket_size=1, instance_timeout_seconds=TIMEOUT)
+        for _ in range(2)
+    ]
+    capped: list[float] = []
+    uncapped: list[float] = []
+
+    async def call(pacer: SharedPacer, campaign: uuid.UUID | None) -> None:
+        await pacer.acquire(campaign)
+        (uncapped if campaign is None else capped).append(time.monotonic())
+
+    await asyncio.gather(
+        *(call(first, None) for _ in range(6)),
+        *(call(second, None) for _ in range(6)),
+        *(call(first, cid) for _ in range(7)),
+    )
+    span = capped[-1] - capped[0]
+    print(f"\ncapped: {len(capped) - 1} gaps in {span:.2f} s, worst window {_worst_window(capped)}; "
+          f"uncapped {len(uncapped)}, worst window of all {_worst_window(sorted(capped + uncapped))}")
+    assert (len(capped) - 1) / span >= 0.9 * cap, "the capped campaign dials at its cap"
+    assert _worst_window(capped) <= cap + 1
+    assert _worst_window(sorted(capped + uncapped)) <= rate + 1
+
+
 async def test_a_call_held_up_at_the_gate_past_its_slot_is_not_sent_late(
     conn: asyncpg.Connection, sim: RunningSimulator, start_daemon: StartDaemon
 ) -> None:
