@@ -23,7 +23,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -321,8 +321,9 @@ async def wait_until(predicate: Any, deadline: Deadline, interval: float = 0.05)
 # ------------------------------------------------------------------ simulator process
 
 
-def _simulator_main(out: Any, instant: bool, settings: dict[str, Any]) -> None:
-    """Child process: serve a simulator until SIGTERM; send its URL to the parent."""
+def _simulator_main(out: Any, instant: bool, settings: dict[str, Any], record: bool = False) -> None:
+    """Child process: serve a simulator until SIGTERM; send its URL to the parent (and,
+    when `record`, at the end, the arrival times of its create requests)."""
     import signal
 
     from dialer.carrier.simulator import SIMULATOR_ACCOUNT_SID, SIMULATOR_AUTH_TOKEN, start_simulator
@@ -343,9 +344,47 @@ def _simulator_main(out: Any, instant: bool, settings: dict[str, Any]) -> None:
         try:
             await stop.wait()
         finally:
+            if record:
+                out.put(running.simulator.create_times())
             await running.stop()
 
     asyncio.run(serve())
+
+
+@dataclass
+class RecordingSimulator:
+    """A simulator process's URL, and once it stopped, the monotonic arrival times of
+    its create requests (CLOCK_MONOTONIC is one clock for every process of the host)."""
+
+    url: str
+    create_times: list[float] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def recording_simulator_process(**settings: Any) -> Iterator[RecordingSimulator]:
+    """An instant simulator in its own process, like `simulator_process`, that hands
+    back when each create request arrived once it stops (at the end of the block)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    merged = {"min_latency_ms": 0, "max_latency_ms": 0, "seed": 5, **ALWAYS_ANSWERED, **settings}
+    proc = ctx.Process(target=_simulator_main, args=(queue, True, merged, True), daemon=True)
+    proc.start()
+    sim = RecordingSimulator("")
+    try:
+        sim.url = str(queue.get(timeout=60))
+        yield sim
+    finally:
+        proc.terminate()
+        try:
+            if sim.url:
+                sim.create_times = list(queue.get(timeout=30))
+        finally:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
 
 
 ALWAYS_ANSWERED: dict[str, float] = {"answered": 1, "busy": 0, "no_answer": 0, "failed": 0, "machine": 0}

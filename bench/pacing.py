@@ -3,6 +3,10 @@ the worst one-second window, for a bounded run per rate, with one instance. The
 baseline is the configured rate itself (the pacer's promise); the bound for any
 one-second window is rate + bucket_size.
 
+The simulator runs in its own process, as the carrier is elsewhere in production:
+in the daemon's process its work (answering each create, signing and sending each
+status callback) would take the daemon's event loop from the calls it paces.
+
 The worst window is measured twice: at the pacer (the moment the daemon is allowed
 to dial: what it controls and guarantees) and at the simulator (arrival of the create
 request: that plus the dial gate's round trip and the HTTP send, whose jitter on a
@@ -24,10 +28,10 @@ from bench._common import (
     Result,
     daemon_settings,
     fresh_database,
-    instant_simulator,
     make_campaign,
     postgres,
     quiet,
+    recording_simulator_process,
     report,
 )
 from dialer import database
@@ -66,28 +70,30 @@ def _record_grants(daemon: Daemon) -> list[float]:
 async def one_rate(url: str, rate: float, seconds: float) -> tuple[float, int, int]:
     """Dial a large campaign at `rate` for `seconds`; (observed rate, worst window at
     the simulator, worst window at the pacer over the same span)."""
-    sim = await instant_simulator(seed=1)
     conn = await database.connect(url)
-    daemon = Daemon(
-        daemon_settings(url, sim.url, calls_per_second=rate, bucket_size=BUCKET, max_concurrent_calls=200),
-        db_url=url,
-    )
     try:
-        await make_campaign(conn, math.ceil(rate * seconds * 1.5) + 10, status="active")
-        await daemon.start()
-        grants = _record_grants(daemon)
-        deadline = Deadline(seconds + 30, f"pacing at {rate}/s")
-        while len(sim.simulator.create_times()) < 2:  # the measurement starts at the first dial
-            deadline.check()
-            await asyncio.sleep(0.01)
-        first = sim.simulator.create_times()[0]
-        await asyncio.sleep(max(0.0, first + seconds - asyncio.get_running_loop().time()))
-        times = [t for t in sim.simulator.create_times() if t <= first + seconds]
-        granted = list(grants)
+        with recording_simulator_process(seed=1) as sim:
+            settings = daemon_settings(
+                url, sim.url, calls_per_second=rate, bucket_size=BUCKET, max_concurrent_calls=200
+            )
+            daemon = Daemon(settings, db_url=url)
+            try:
+                await make_campaign(conn, math.ceil(rate * seconds * 1.5) + 10, status="active")
+                await daemon.start()
+                grants = _record_grants(daemon)
+                deadline = Deadline(seconds + 30, f"pacing at {rate}/s")
+                while len(grants) < 2:  # the measurement starts at the first dial
+                    deadline.check()
+                    await asyncio.sleep(0.01)
+                # A second more than measured: the simulator's list ends with the span.
+                await asyncio.sleep(max(0.0, grants[0] + seconds + 1.0 - time.monotonic()))
+                granted = list(grants)
+            finally:
+                await daemon.stop(drain_seconds=2)
     finally:
-        await daemon.stop(drain_seconds=2)
-        await sim.stop()
         await conn.close()
+    first = sim.create_times[0]
+    times = [t for t in sim.create_times if t <= first + seconds]
     observed = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
     # The pacer's grants over a span as long as the measured one (grants lead arrivals).
     span = [t for t in granted if granted and t <= granted[0] + seconds]
