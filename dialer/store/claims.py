@@ -74,10 +74,14 @@ class ClaimStore(StoreBase):
               AND dialer_in_calling_hours($2, coalesce(ct.resolved_timezone, $3), $4, $5, $6)
               AND timezone(coalesce(ct.resolved_timezone, $3), timezone('UTC', $2))::date
                   <> ALL ((SELECT dialer_closed_dates($2, $1, $9))::date[])
+              -- OFFSET 0 keeps each a probe of its partial unique index per candidate:
+              -- turned into anti joins, they were planned (on the row estimate of a
+              -- table that activation just filled) as a scan of every live call per
+              -- candidate — 43 of a claim's 51 ms at a million due and 2,150 live.
               AND NOT EXISTS (SELECT 1 FROM calls l WHERE l.contact_id = k.contact_id
-                              AND l.status IN ('pending', 'in_progress'))
+                              AND l.status IN ('pending', 'in_progress') OFFSET 0)
               AND NOT EXISTS (SELECT 1 FROM calls l WHERE l.dialed_number = ct.phone_number
-                              AND l.status IN ('pending', 'in_progress'))
+                              AND l.status IN ('pending', 'in_progress') OFFSET 0)
             ORDER BY k.scheduled_at
             LIMIT $7
             FOR UPDATE OF k SKIP LOCKED
