@@ -39,6 +39,7 @@ from dialer.operator.common import (
     non_negative_arg,
     open_campaign,
     positive_arg,
+    rate_arg,
     script_arg,
     steer,
     timestamp_arg,
@@ -88,6 +89,7 @@ def draft_of(new: NewCampaign) -> Campaign:
         voicemail_template=new.voicemail_template,
         language=new.language,
         voice=new.voice,
+        calls_per_second=new.calls_per_second,
     )
 
 
@@ -113,12 +115,9 @@ async def _campaign_create(args: argparse.Namespace, conn: Connection, settings:
     # After the rules: a preset may give the zone --start/--end are read in.
     start, end = schedule_window(args.start, args.end, args.timezone or settings.dialer.default_timezone)
     hours = args.hours or (None, None)
-    menu = _menu(args.menu) if args.menu is not None else None
+    menu = menu_arg(args.menu) if args.menu is not None else None
     if args.voicemail is not None:
-        try:
-            validate_template(args.voicemail)
-        except TemplateError as exc:
-            raise CommandFailed(f"--voicemail: {str(exc).removeprefix('script_template: ')}") from None
+        check_voicemail(args.voicemail)
     new = NewCampaign(
         name=args.name.strip(),
         description=args.description,
@@ -142,6 +141,7 @@ async def _campaign_create(args: argparse.Namespace, conn: Connection, settings:
         voicemail_template=args.voicemail,
         language=args.language,
         voice=args.voice,
+        calls_per_second=args.calls_per_second,
     )
     store = CampaignStore(conn)
     enforce(await check_campaign(store, draft_of(new), settings, with_contacts=False), "campaign not created")
@@ -151,7 +151,15 @@ async def _campaign_create(args: argparse.Namespace, conn: Connection, settings:
     return 0
 
 
-def _menu(text: str) -> Any:
+def check_voicemail(text: str) -> None:
+    """CommandFailed (exit 1) naming the problem of a --voicemail template."""
+    try:
+        validate_template(text)
+    except TemplateError as exc:
+        raise CommandFailed(f"--voicemail: {str(exc).removeprefix('script_template: ')}") from None
+
+
+def menu_arg(text: str) -> Any:
     """The menu of `--menu TEXT|@FILE` as decoded JSON; CommandFailed (exit 1) naming
     the problem when it cannot be read or is not a valid menu (docs/campaigns.md#menus)."""
     where = "--menu"
@@ -313,6 +321,12 @@ def register(campaign: Any) -> None:
         "--language", metavar="LANG", help="of every Say/Gather, e.g. es-ES (default: twilio.language)"
     )
     p.add_argument("--voice", metavar="VOICE", help="e.g. Polly.Lucia (default: twilio.voice)")
+    p.add_argument(
+        "--calls-per-second",
+        type=rate_arg,
+        metavar="RATE",
+        help="this campaign's own dial rate, within dialer.calls_per_second (docs/campaigns.md#dial-rate)",
+    )
 
     p = campaign.add_parser("add-contacts", help="add contacts to a campaign")
     p.add_argument("id", type=campaign_id_arg, metavar="ID")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import re
 import sys
 import uuid
@@ -169,6 +170,17 @@ def positive_arg(text: str) -> int:
     value = non_negative_arg(text)
     if value == 0:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def rate_arg(text: str) -> float:
+    """Calls per second: a positive number (fractions allowed: 0.5 is one call every 2 s)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of calls per second")
     return value
 
 

@@ -15,6 +15,7 @@ from dialer.config import Settings
 from dialer.database import Connection
 from dialer.errors import TemplateError
 from dialer.models import Campaign, CampaignStatus
+from dialer.operator.campaigns import check_voicemail, menu_arg, menu_repeats_arg
 from dialer.operator.checks import check_campaign, enforce, missing_keys
 from dialer.operator.common import (
     CommandFailed,
@@ -25,6 +26,7 @@ from dialer.operator.common import (
     hours_arg,
     non_negative_arg,
     positive_arg,
+    rate_arg,
     script_arg,
     timestamp_arg,
     to_utc,
@@ -78,11 +80,22 @@ def _changes(args: argparse.Namespace, campaign: Campaign, default_zone: str) ->
         "machine_detection": "machine_detection",
         "record": "record_calls",
         "holiday_calendar": "holiday_calendar",
+        "menu_repeats": "menu_repeats",
+        "retry_no_response": "retry_no_response",
+        "language": "language",
+        "voice": "voice",
+        "calls_per_second": "calls_per_second",
     }
     for option, column in simple.items():
         given = getattr(args, option)
         if given is not None:
             changes[column] = value(given)
+    if args.menu is not None:
+        changes["menu"] = None if args.menu is CLEAR else menu_arg(args.menu)
+    if args.voicemail is not None:
+        if args.voicemail is not CLEAR:
+            check_voicemail(args.voicemail)
+        changes["voicemail_template"] = value(args.voicemail)
     if args.hours is not None:
         start, end = (None, None) if args.hours is CLEAR else args.hours
         changes.update(calling_hours_start=start, calling_hours_end=end)
@@ -181,6 +194,13 @@ def register(campaign: Any) -> None:
     p.add_argument("--machine-detection", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--record", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--holiday-calendar", type=_or_none(calendar_arg), metavar="CODE|none")
+    p.add_argument("--menu", type=_or_none(str), metavar="JSON|@FILE|none", help="keypad menu (checked)")
+    p.add_argument("--menu-repeats", type=menu_repeats_arg, metavar="N")
+    p.add_argument("--retry-no-response", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--voicemail", type=_or_none(script_arg), metavar="TEXT|@FILE|none")
+    p.add_argument("--language", type=_or_none(str), metavar="LANG|none")
+    p.add_argument("--voice", type=_or_none(str), metavar="VOICE|none")
+    p.add_argument("--calls-per-second", type=_or_none(rate_arg), metavar="RATE|none")
     p.set_defaults(handler=configured_handler(_campaign_edit))
 
     p = campaign.add_parser(

@@ -28,7 +28,8 @@ EDITABLE_COLUMNS = frozenset(
         "name", "description", "script_template", "calling_hours_start", "calling_hours_end",
         "calling_days", "timezone", "max_retries", "retry_delay_minutes", "caller_id",
         "max_concurrent_calls", "schedule_start", "schedule_end", "machine_detection", "record_calls",
-        "holiday_calendar",
+        "holiday_calendar", "menu", "menu_repeats", "retry_no_response", "voicemail_template",
+        "language", "voice", "calls_per_second",
     }
 )  # fmt: skip
 
@@ -60,6 +61,7 @@ class NewCampaign:
     voicemail_template: str | None = None
     language: str | None = None
     voice: str | None = None
+    calls_per_second: float | None = None  # the campaign's own cap within the account's rate
 
 
 # The name the status trigger gives its refusal (sql/0010_campaign_control.sql).
@@ -256,6 +258,7 @@ class CampaignStore:
             "voicemail_template": new.voicemail_template,
             "language": new.language,
             "voice": new.voice,
+            "calls_per_second": new.calls_per_second,
         }
         # Only the columns given, so the schema's defaults (max_retries …) stay the one truth.
         given = {k: v for k, v in values.items() if v is not None}

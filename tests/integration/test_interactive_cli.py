@@ -153,3 +153,65 @@ def test_the_responses_line_orders_outcomes_by_count_then_reserved() -> None:
     )
     assert line == "confirmed 120, declined 14, opted out 3, no response 40, voicemail 22"
     assert responses_line({}) == ""
+
+
+async def test_edit_sets_and_clears_the_interactive_options_and_the_rate(
+    cli: Cli, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    """`campaign edit` sets a menu, its repeats, the retry of no_response, a voicemail,
+    language, voice and the campaign's own dial rate; `none` clears each back to its
+    default meaning; options not given stay."""
+    code, out, _ = await cli("campaign", "create", "Citas", "--machine-detection", "--calls-per-second", "2")
+    assert code == 0
+    cid = uuid.UUID(out.strip())
+    assert await conn.fetchval("SELECT calls_per_second FROM campaigns WHERE id = $1", cid) == 2
+    (tmp_path / "menu.json").write_text(json.dumps(MENU), encoding="utf-8")
+    code, out, err = await cli(
+        "campaign", "edit", str(cid), "--menu", f"@{tmp_path / 'menu.json'}", "--menu-repeats", "3",
+        "--retry-no-response", "--voicemail", "Le llamábamos, {{first_name}}.", "--language", "es-ES",
+        "--voice", "Polly.Lucia", "--calls-per-second", "0.5",
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    row = await conn.fetchrow("SELECT * FROM campaigns WHERE id = $1", cid)
+    assert row is not None
+    assert (row["menu"], row["menu_repeats"], row["retry_no_response"]) == (MENU, 3, True)
+    assert (row["voicemail_template"], row["language"], row["voice"]) == (
+        "Le llamábamos, {{first_name}}.",
+        "es-ES",
+        "Polly.Lucia",
+    )
+    assert float(row["calls_per_second"]) == 0.5
+    code, _, err = await cli(
+        "campaign", "edit", str(cid), "--menu", "none", "--voicemail", "none", "--language", "none",
+        "--voice", "none", "--calls-per-second", "none", "--no-retry-no-response",
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    row = await conn.fetchrow("SELECT * FROM campaigns WHERE id = $1", cid)
+    assert row is not None
+    cleared = ("menu", "voicemail_template", "language", "voice", "calls_per_second")
+    assert [row[c] for c in cleared] == [None] * len(cleared)
+    assert (row["menu_repeats"], row["retry_no_response"], row["machine_detection"]) == (3, False, True)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--menu", '{"1": {"outcome": "Confirmed"}}', "--menu: key '1': outcome 'Confirmed' must be lowercase"),
+        ("--menu", "{1: 2}", "--menu: not JSON"),
+        ("--voicemail", "Hola {{nombre}}", "--voicemail: unknown placeholder '{{nombre}}'"),
+        ("--calls-per-second", "0", "must be a positive number of calls per second"),
+        ("--calls-per-second", "fast", "'fast' is not a number"),
+    ],
+)
+async def test_edit_refuses_a_bad_menu_voicemail_or_rate_and_changes_nothing(
+    cli: Cli, conn: asyncpg.Connection, option: str, value: str, message: str
+) -> None:
+    """Checked as `create` checks them: a non-zero exit with the reason, the row unchanged."""
+    code, out, _ = await cli("campaign", "create", "Citas")
+    assert code == 0
+    cid = uuid.UUID(out.strip())
+    before = dict(await conn.fetchrow("SELECT * FROM campaigns WHERE id = $1", cid) or {})
+    code, _, err = await cli("campaign", "edit", str(cid), option, value)
+    assert code != 0
+    assert message in err
+    assert dict(await conn.fetchrow("SELECT * FROM campaigns WHERE id = $1", cid) or {}) == before
