@@ -274,8 +274,12 @@ class Handlers:
             existing=result.existing,
             rejected=result.rejected,
             linked=result.linked,
+            updated=result.updated,
         )
         summary = result.summary().replace(" (see above)", "") + f"; {result.linked} linked into the campaign"
+        if result.updated:
+            # As the CLI says it: a re-import changed this campaign's data of contacts already in it.
+            summary += f"; updated the fields of {result.updated} already in it"
         notice = Notice(
             True, summary, lines[:SHOWN_REPORT_LINES], more=max(0, len(lines) - SHOWN_REPORT_LINES)
         )

@@ -221,6 +221,31 @@ async def test_csv_upload_imports_through_the_importer_and_reports_rejected_line
     ]
 
 
+async def test_a_second_upload_reports_the_fields_it_updated(pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
+    """Next week's file into the same campaign: the page says how many contacts already
+    in it had their fields in this campaign changed, as the CLI does."""
+    cid = await make_campaign(conn, 0)
+    first = b"first_name,phone_number,Cita\nLucia,612 345 678,lunes 10:00\nLuis,699 000 111,martes\n"
+    second = b"first_name,phone_number,Cita\nLucia,612 345 678,jueves 12:00\nLuis,699 000 111,martes\n"
+    async with console_only(pool) as console, client() as http:
+        async with http.get(f"{console.url}/campaigns/{cid}") as r:
+            token = csrf_of(await r.text())
+        upload = f"{console.url}/campaigns/{cid}/upload"
+        async with http.post(upload, data=_upload_form(token, first, "es")) as r:
+            assert "updated the fields" not in await r.text()
+        async with http.post(upload, data=_upload_form(token, second, "es")) as r:
+            body = await r.text()
+    assert r.status == 200, body
+    summary = next(line for line in body.splitlines() if "imported" in line)
+    expected = "imported 0 new, 2 existing, 0 rejected; 0 linked into the campaign; updated the fields of 1 already in it"
+    assert expected in summary, summary
+    assert await conn.fetchval(
+        "SELECT cc.fields->>'cita' FROM campaign_contacts cc JOIN contacts ct ON ct.id = cc.contact_id"
+        " WHERE cc.campaign_id = $1 AND ct.phone_number = '+34612345678'",
+        cid,
+    ) == "jueves 12:00"
+
+
 async def test_upload_is_refused_when_too_large_or_the_campaign_is_final(
     pool: asyncpg.Pool, conn: asyncpg.Connection
 ) -> None:
