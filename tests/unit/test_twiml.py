@@ -7,6 +7,9 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twilio.twiml.voice_response import VoiceResponse
 
 from dialer.errors import TemplateError
 from dialer.models import CallScript, ClaimedCall, Contact
@@ -204,3 +207,21 @@ def test_custom_placeholders_match_keys_whatever_their_case() -> None:
     contact = _contact(custom_fields={"cita": "old", "Clínica": "Centro"}, fields={"CITA": "new"})
     assert render_script("{{custom.Cita}} {{custom.clinica}} {{ custom.Fecha cita }}", contact) == "new Centro "
     validate_template("{{custom.Cita}} {{custom.clínica}} {{custom.Fecha cita}}")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.text(),
+    voice=st.sampled_from(["Polly.Lucia", "alice", 'a"b&<c>', "@@dialer-say-text@@"]),
+    language=st.sampled_from(["es-ES", "en-US", "x&y", ""]),
+)
+def test_the_document_equals_twilios_builder_for_any_text(text: str, voice: str, language: str) -> None:
+    """render_twiml builds its frame once per voice and language and puts the escaped
+    text in it: the document is byte for byte what VoiceResponse builds for the same
+    text, whatever the text (markup, entities, quotes, any Unicode), and with a voice
+    that contains the frame's own mark too (then it is built whole)."""
+    contact = _contact(first_name=text)
+    spoken = render_script("{{first_name}}", contact)
+    expected = VoiceResponse()
+    expected.say(spoken if spoken.strip() else DEFAULT_MESSAGE, voice=voice, language=language)
+    assert render_twiml("{{first_name}}", contact, voice=voice, language=language) == str(expected)
