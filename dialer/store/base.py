@@ -17,7 +17,7 @@ from typing import Final
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from dialer.models import Campaign, CampaignStatus
+from dialer.models import Campaign, CampaignStatus, Contact
 
 Clock = Callable[[], datetime]
 # A connection of the pool, inside `async with pool.acquire()`.
@@ -72,6 +72,19 @@ def campaign_from_row(row: asyncpg.Record) -> Campaign:
     if fields["calls_per_second"] is not None:
         fields["calls_per_second"] = float(fields["calls_per_second"])  # numeric arrives as Decimal
     return Campaign(**fields)
+
+
+def contact_from_row(row: asyncpg.Record) -> Contact:
+    """A models.Contact from a row with the contact's columns and its `fields` in the
+    campaign (either JSON object may be NULL: read as empty)."""
+    return Contact(
+        first_name=row["first_name"],
+        last_name=row["last_name"],
+        phone_number=row["phone_number"],
+        email=row["email"],
+        custom_fields=row["custom_fields"] or {},
+        fields=row["fields"] or {},
+    )
 
 
 CAMPAIGNS_SQL: Final = (

@@ -19,7 +19,7 @@ from dialer.database import translate_errors
 from dialer.errors import DialerError
 from dialer.models import Campaign, CampaignStatus, Contact, Disposition
 from dialer.status import DialingSnapshot
-from dialer.store.base import CAMPAIGN_COLUMNS, campaign_from_row
+from dialer.store.base import CAMPAIGN_COLUMNS, campaign_from_row, contact_from_row
 
 FINAL_CAMPAIGN_STATUSES = frozenset({CampaignStatus.COMPLETED, CampaignStatus.CANCELLED})
 # What `campaign edit` may change (never the status, the counters or last_error).
@@ -453,20 +453,7 @@ class CampaignStore:
         """The campaign's first `limit` contacts (in the order they were added), as a
         call renders them."""
         rows = await self._conn.fetch(self._SAMPLE, campaign_id, limit)
-        return [
-            (
-                r["id"],
-                Contact(
-                    first_name=r["first_name"],
-                    last_name=r["last_name"],
-                    phone_number=r["phone_number"],
-                    email=r["email"],
-                    custom_fields=r["custom_fields"] or {},
-                    fields=r["fields"] or {},
-                ),
-            )
-            for r in rows
-        ]
+        return [(r["id"], contact_from_row(r)) for r in rows]
 
     @translate_errors
     async def add_all_contacts(self, campaign_id: uuid.UUID) -> int:

@@ -14,8 +14,8 @@ from typing import Final
 import asyncpg
 
 from dialer.database import translate_errors
-from dialer.models import CallStatus, Campaign, ClaimedCall, Contact
-from dialer.store.base import CAMPAIGN_COLUMNS, StoreBase, campaign_from_row, in_window
+from dialer.models import CallStatus, Campaign, ClaimedCall
+from dialer.store.base import CAMPAIGN_COLUMNS, StoreBase, campaign_from_row, contact_from_row, in_window
 from dialer.store.group_commit import GroupCommit
 
 
@@ -167,14 +167,7 @@ class ClaimStore(StoreBase):
                 campaign_id=campaign.id,
                 contact_id=r["contact_id"],
                 retry_count=r["retry_count"],
-                contact=Contact(
-                    first_name=r["first_name"],
-                    last_name=r["last_name"],
-                    phone_number=r["phone_number"],
-                    email=r["email"],
-                    custom_fields=r["custom_fields"] or {},
-                    fields=r["fields"] or {},
-                ),
+                contact=contact_from_row(r),
                 from_number=from_number,
                 script_template=campaign.script_template,
                 machine_detection=campaign.machine_detection,

@@ -14,8 +14,8 @@ import asyncpg
 import structlog
 
 from dialer.database import translate_errors
-from dialer.models import CallScript, CallStatus, Contact
-from dialer.store.base import StoreBase
+from dialer.models import CallScript, CallStatus
+from dialer.store.base import StoreBase, contact_from_row
 from dialer.store.claims import hand_back
 
 log = structlog.get_logger(__name__)
@@ -174,14 +174,7 @@ class LiveCallStore(StoreBase):
 def script_from_row(row: asyncpg.Record) -> CallScript:
     """A CallScript from a row with the columns of `_SCRIPT_OF_CALL`."""
     return CallScript(
-        contact=Contact(
-            first_name=row["first_name"],
-            last_name=row["last_name"],
-            phone_number=row["phone_number"],
-            email=row["email"],
-            custom_fields=row["custom_fields"] or {},
-            fields=row["fields"] or {},
-        ),
+        contact=contact_from_row(row),
         from_number=row["from_number"],
         script_template=row["script_template"],
         menu=row["menu"],
