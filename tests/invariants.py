@@ -126,3 +126,15 @@ async def assert_campaign_invariants(
     await assert_no_overlapping_live_calls(conn)
     assert_carrier_calls_never_overlap(sim_calls)
     await assert_counters_true(conn)
+
+
+def worst_window(times: Iterable[float], width: float = 1.0) -> int:
+    """Invariant 9's measure: the most events (dial times, in seconds) inside any window
+    of `width` seconds — a sliding window over every start, not disjoint seconds."""
+    ordered = sorted(times)
+    best = lo = 0
+    for hi, t in enumerate(ordered):
+        while t - ordered[lo] >= width:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best

@@ -30,6 +30,7 @@ from dialer.carrier.simulator import RunningSimulator
 from dialer.carrier.simulator.records import SimCall
 from tests.chaos.procs import DaemonProcess, bulk_contacts, daemons
 from tests.factories import make_campaign
+from tests.invariants import worst_window
 
 pytestmark = pytest.mark.slow
 
@@ -49,16 +50,6 @@ CAPPED = "+34910000001"  # the capped campaign's caller_id: how the simulator te
 
 def _capped(call: SimCall) -> bool:
     return call.from_ == CAPPED
-
-
-def _worst_window(times: list[float], width: float = 1.0) -> int:
-    times = sorted(times)
-    best = lo = 0
-    for hi, t in enumerate(times):
-        while t - times[lo] >= width:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
 
 
 def _densest(calls: list[SimCall], start: float) -> str:
@@ -192,7 +183,7 @@ async def test_instances_share_one_rate_and_a_campaign_its_cap_through_a_join_an
     after = _between(calls, killed + 1.0, end)
     print(
         f"\nshared rate: {len(everything)} dials in {end - two:.1f} s (capped {len(own)}), worst window "
-        f"{_worst_window(everything)} (capped {_worst_window(own)}); two {len(pair)}/{PHASE - 1:.0f} s "
+        f"{worst_window(everything)} (capped {worst_window(own)}); two {len(pair)}/{PHASE - 1:.0f} s "
         f"(a {len(_between(calls, two + 1.0, two + PHASE, _by(a)))}), three {len(trio)}/{PHASE - 1:.0f} s "
         f"(c {len(_between(calls, three + 1.0, three + PHASE, _by(c)))}), after the kill "
         f"{len(after)}/{end - killed - 1.0:.1f} s (capped {len(_between(calls, killed + 1.0, end, _capped))}); "
@@ -200,10 +191,10 @@ async def test_instances_share_one_rate_and_a_campaign_its_cap_through_a_join_an
         f"(c joined at {three - two:.1f} s, b killed at {killed - two:.1f} s); densest "
         f"{_densest([k for k in calls if two <= k.created_at < end], two)}"
     )
-    assert _worst_window(everything) <= RATE + BUCKET
+    assert worst_window(everything) <= RATE + BUCKET
     assert len(everything) <= RATE * (end - two) + BUCKET
     assert shares == [RATE / 2, RATE / 2], "each survivor reports half the account's rate as its share"
-    assert _worst_window(own) <= CAP + BUCKET
+    assert worst_window(own) <= CAP + BUCKET
     assert len(own) <= CAP * (end - two) + BUCKET
     assert len(pair) >= FLOOR * RATE * (PHASE - 1), "two instances together use the whole rate"
     assert len(_between(calls, two + 1.0, two + PHASE, _by(a))) >= 0.25 * len(pair), "each gets a fair part"

@@ -20,6 +20,7 @@ from dialer.store.lifecycle import LifecycleStore
 from tests.conftest import StartDaemon
 from tests.factories import add_contacts, madrid_number, make_campaign
 from tests.harness import wait_for
+from tests.invariants import worst_window
 
 TIMEOUT = 30.0  # seconds: dialer.instance_timeout_seconds of these instances
 
@@ -33,15 +34,6 @@ async def _instance(pool: asyncpg.Pool, rate: float) -> LifecycleStore:
 def _at(grant: DialSlots) -> list[float]:
     """The grant's slots on the database's clock (offsets are from each grant's own now)."""
     return [grant.db_now + o for o in grant.offsets]
-
-
-def _worst_window(times: list[float], width: float = 1.0) -> int:
-    best = lo = 0
-    for hi, t in enumerate(times):
-        while t - times[lo] >= width:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
 
 
 async def test_a_grant_is_an_equal_share_of_the_horizon_on_one_grid(pool: asyncpg.Pool) -> None:
@@ -180,11 +172,11 @@ async def test_three_instances_dial_at_the_account_rate_together(pool: asyncpg.P
     await asyncio.gather(*(call(i) for i in range(3) for _ in range(per_instance)))
     moments = sorted(t for t, _ in times)
     observed = (len(moments) - 1) / (moments[-1] - moments[0])
-    print(f"\nthree pacers: {observed:.1f}/s, worst window {_worst_window(moments)}, "
+    print(f"\nthree pacers: {observed:.1f}/s, worst window {worst_window(moments)}, "
           f"grants {[p.grants for p in pacers]}, let go {[p.dropped for p in pacers]}")
     assert observed <= rate * 1.02
     assert observed >= rate * 0.85  # a late wake lets a slot go; never many on loopback
-    assert _worst_window(moments) <= rate + 1
+    assert worst_window(moments) <= rate + 1
     first_second = [i for t, i in times if t < moments[0] + 1.0]
     assert all(first_second.count(i) >= 8 for i in range(3)), first_second
     # Up to 7 slots a grant; empty grants (the horizon full) count too, more of them on a loaded machine.
@@ -219,11 +211,11 @@ async def test_a_capped_campaign_gets_its_cap_beside_uncapped_calls_of_two_insta
         *(call(first, cid) for _ in range(7)),
     )
     span = capped[-1] - capped[0]
-    print(f"\ncapped: {len(capped) - 1} gaps in {span:.2f} s, worst window {_worst_window(capped)}; "
-          f"uncapped {len(uncapped)}, worst window of all {_worst_window(sorted(capped + uncapped))}")
+    print(f"\ncapped: {len(capped) - 1} gaps in {span:.2f} s, worst window {worst_window(capped)}; "
+          f"uncapped {len(uncapped)}, worst window of all {worst_window(sorted(capped + uncapped))}")
     assert (len(capped) - 1) / span >= 0.9 * cap, "the capped campaign dials at its cap"
-    assert _worst_window(capped) <= cap + 1
-    assert _worst_window(sorted(capped + uncapped)) <= rate + 1
+    assert worst_window(capped) <= cap + 1
+    assert worst_window(sorted(capped + uncapped)) <= rate + 1
 
 
 async def test_a_call_held_up_at_the_gate_past_its_slot_is_not_sent_late(

@@ -15,6 +15,7 @@ import pytest
 from dialer.models import DialSlots
 from dialer.pacing import MAX_LEAD_SECONDS, SEND_SHARE, WAKE_SHARE, SharedPacer, lateness_allowed
 from tests.engine_fakes import MemoryGrid
+from tests.invariants import worst_window
 
 
 class LateClock:
@@ -35,15 +36,6 @@ class LateClock:
     def work(self, seconds: float) -> None:
         """Time spent by the caller between grants (it never sleeps, the loop is busy)."""
         self.now += seconds
-
-
-def _worst_window(times: list[float], width: float = 1.0) -> int:
-    best = lo = 0
-    for hi, t in enumerate(times):
-        while t - times[lo] >= width:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
 
 
 def _pacer(grid: MemoryGrid, clock: LateClock, bucket_size: int = 1) -> SharedPacer:
@@ -71,7 +63,7 @@ async def test_rate_holds_and_no_window_exceeds_rate_plus_bucket(rate: float, bu
     times = await _grants(pacer, clock, int(rate * 30), work=slack / 2)
     observed = (len(times) - 1) / (times[-1] - times[0])
     assert abs(observed - rate) / rate <= 0.02, observed
-    assert _worst_window(times) <= rate + bucket_size
+    assert worst_window(times) <= rate + bucket_size
 
 
 async def test_a_slot_woken_too_late_for_is_let_go() -> None:
