@@ -361,15 +361,15 @@ class RecordingSimulator:
 
 
 @contextlib.contextmanager
-def recording_simulator_process(**settings: Any) -> Iterator[RecordingSimulator]:
-    """An instant simulator in its own process, like `simulator_process`, that hands
-    back when each create request arrived once it stops (at the end of the block)."""
+def _simulator_child(instant: bool, record: bool, settings: dict[str, Any]) -> Iterator[RecordingSimulator]:
+    """The carrier simulator in a spawned process, stopped at exit; with `record`, its
+    create requests' arrival times are handed back once it stopped."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     merged = {"min_latency_ms": 0, "max_latency_ms": 0, "seed": 5, **ALWAYS_ANSWERED, **settings}
-    proc = ctx.Process(target=_simulator_main, args=(queue, True, merged, True), daemon=True)
+    proc = ctx.Process(target=_simulator_main, args=(queue, instant, merged, record), daemon=True)
     proc.start()
     sim = RecordingSimulator("")
     try:
@@ -378,13 +378,21 @@ def recording_simulator_process(**settings: Any) -> Iterator[RecordingSimulator]
     finally:
         proc.terminate()
         try:
-            if sim.url:
+            if record and sim.url:
                 sim.create_times = list(queue.get(timeout=30))
         finally:
             proc.join(10)
             if proc.is_alive():
                 proc.kill()
                 proc.join(5)
+
+
+@contextlib.contextmanager
+def recording_simulator_process(**settings: Any) -> Iterator[RecordingSimulator]:
+    """An instant simulator in its own process, like `simulator_process`, that hands
+    back when each create request arrived once it stops (at the end of the block)."""
+    with _simulator_child(True, True, settings) as sim:
+        yield sim
 
 
 ALWAYS_ANSWERED: dict[str, float] = {"answered": 1, "busy": 0, "no_answer": 0, "failed": 0, "machine": 0}
@@ -405,18 +413,5 @@ async def instant_simulator(seed: int) -> RunningSimulator:
 def simulator_process(instant: bool = True, **settings: Any) -> Iterator[str]:
     """The carrier simulator in its own process (the carrier's CPU is not the
     dialer's overhead); yields its base URL, stops it at exit."""
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    merged = {"min_latency_ms": 0, "max_latency_ms": 0, "seed": 5, **ALWAYS_ANSWERED, **settings}
-    proc = ctx.Process(target=_simulator_main, args=(queue, instant, merged), daemon=True)
-    proc.start()
-    try:
-        yield str(queue.get(timeout=60))
-    finally:
-        proc.terminate()
-        proc.join(10)
-        if proc.is_alive():
-            proc.kill()
-            proc.join(5)
+    with _simulator_child(instant, False, settings) as sim:
+        yield sim.url
