@@ -7,16 +7,20 @@ For each size: write a CSV (90 % Madrid numbers written with spaces, 10 % New Yo
 some with their own zone, a custom column) under a temporary directory; import it
 into a draft campaign through `dialer.importer.import_csv`; start `python -m dialer
 run` as a subprocess (its RSS sampled with psutil) against a simulator in instant
-mode; set the campaign active and time until every contact has its scheduled call,
-probing the claim while activation runs; let it dial a few seconds; stop it; then
-time `LifecycleStore.claim(…, 50)` at full depth and print its
-`EXPLAIN (ANALYZE, BUFFERS)` plan, and the same claim when most or all due calls are
-outside calling hours.
+mode; set the campaign active and time until its dial frontier is scheduled (every
+contact of a campaign smaller than the frontier; docs/architecture.md#activation)
+and until its first dial, probing the claim meanwhile; let it dial a few seconds;
+stop it; then time `LifecycleStore.claim(…, 50)` at the depth the daemon left and
+print its `EXPLAIN (ANALYZE, BUFFERS)` plan, the same claim when most or all due
+calls are outside calling hours, and the frontier check housekeeping runs. With
+`--full-depth`, every remaining contact is then scheduled as activation did before
+the frontier (what a campaign whose zones are all outside their hours still gets)
+and the claims are timed again with every contact due.
 
-    .venv/bin/python -m bench.scale [--contacts 1000000] [--quick]
+    .venv/bin/python -m bench.scale [--contacts 1000000] [--quick] [--full-depth]
 
-The full run takes about 4 minutes on a 2-core box (most of it the 1M import and
-activation); --quick (100,000 contacts) about 1 minute.
+The full run takes about 5 minutes on a 2-core box (most of it the 1M import);
+--full-depth adds about 4; --quick (100,000 contacts) about 1 minute.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ from dialer import database
 from dialer.config import DatabaseSettings
 from dialer.importer import import_csv
 from dialer.store.claims import ClaimStore
+from dialer.store.housekeeping import ACTIVATION_BATCH, FRONTIER, FRONTIER_LOW, HousekeepingStore
 from dialer.store.lifecycle import LifecycleStore
 from dialer.twiml import validate_template
 
@@ -192,7 +197,12 @@ class Figures:
 
     contacts: int
     import_s: float = 0.0
-    activation_s: float = 0.0
+    activation_s: float = 0.0  # until the frontier (or the whole campaign) is scheduled
+    activated: int = 0  # calls created by then
+    first_dial_s: float = float("nan")  # from `active` to the first call dialed
+    frontier_check_ms: float = 0.0  # housekeeping's look at the frontier, at depth
+    due: int = 0  # due calls when the claims were timed
+    full_depth: Figures | None = None  # the claims again with every contact scheduled
     probe_ms: list[float] = field(default_factory=list)  # claims while activation ran
     probe_rows: int = 0
     peak_rss_mb: float = 0.0
@@ -207,6 +217,10 @@ class Figures:
     def per_contact_us(self, seconds: float) -> float:
         """Microseconds per contact."""
         return seconds / self.contacts * 1e6
+
+    def per_activated_us(self, seconds: float) -> float:
+        """Microseconds per contact scheduled during activation."""
+        return seconds / self.activated * 1e6
 
 
 async def create_campaign(conn: asyncpg.Connection) -> uuid.UUID:
@@ -347,7 +361,10 @@ async def activate_and_dial(
             await conn.execute("UPDATE campaigns SET status = 'active' WHERE id = $1", cid)
             deadline = Deadline(ACTIVATION_BOUND, f"activation of {contacts:,} contacts")
             next_probe = started + PROBE_INTERVAL
-            while await conn.fetchval("SELECT total_calls FROM campaigns WHERE id = $1", cid) < contacts:
+            target = min(contacts, FRONTIER)
+            made = 0
+            while made < target:
+                made = await conn.fetchval("SELECT total_calls FROM campaigns WHERE id = $1", cid)
                 if proc.poll() is not None:
                     raise RuntimeError(f"the daemon exited with {proc.returncode} during activation")
                 deadline.check()
@@ -356,9 +373,15 @@ async def activate_and_dial(
                     f.probe_ms.append(ms)
                     f.probe_rows += rows
                     next_probe = time.monotonic() + PROBE_INTERVAL
+                await _note_first_dial(conn, f, started)
                 await asyncio.sleep(0.02)
             f.activation_s = time.monotonic() - started
+            f.activated = int(made)
             f.activation_server_cpu_s = server_cpu_seconds(server) - cpu_before
+            while f.first_dial_s != f.first_dial_s:  # NaN: not yet
+                deadline.check()
+                await _note_first_dial(conn, f, started)
+                await asyncio.sleep(0.02)
             await asyncio.sleep(DIAL_SECONDS)
             f.dialed = int(await conn.fetchval("SELECT count(*) FROM calls WHERE dialed_at IS NOT NULL"))
         finally:
@@ -367,9 +390,41 @@ async def activate_and_dial(
             f.peak_rss_mb = sampler.stop()
 
 
+async def _note_first_dial(conn: asyncpg.Connection, f: Figures, started: float) -> None:
+    if f.first_dial_s != f.first_dial_s and await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM calls WHERE dialed_at IS NOT NULL)"
+    ):
+        f.first_dial_s = time.monotonic() - started
+
+
+async def frontier_check_ms(conn: asyncpg.Connection, cid: uuid.UUID) -> float:
+    """Average time of housekeeping's frontier check (HousekeepingStore.FRONTIER_SQL),
+    run every few seconds per campaign with contacts still pending."""
+    args = (cid, _utcnow(), FRONTIER_LOW, "UTC")
+    await conn.fetchval(HousekeepingStore.FRONTIER_SQL, *args)
+    started = time.perf_counter()
+    for _ in range(10):
+        await conn.fetchval(HousekeepingStore.FRONTIER_SQL, *args)
+    return (time.perf_counter() - started) * 100
+
+
+async def schedule_everyone(conn: asyncpg.Connection, cid: uuid.UUID) -> None:
+    """Every contact still pending gets its call, batch after batch (activation as it
+    was before the frontier, and as a campaign whose zones are all closed gets it)."""
+    while True:
+        row = await conn.fetchrow(HousekeepingStore.ACTIVATE_BATCH_SQL, cid, _utcnow(), ACTIVATION_BATCH)
+        if row is None or row["marked"] < ACTIVATION_BATCH:
+            return
+
+
 async def claims_at_depth(url: str, conn: asyncpg.Connection, cid: uuid.UUID, f: Figures) -> None:
-    """The claim at full depth, the daemon stopped: the store's own claim timed,
-    its plan, and the claim when few or no due calls are inside calling hours."""
+    """The claim at the depth found, the daemon stopped: the store's own claim timed,
+    its plan, the claim when few or no due calls are inside calling hours, and the
+    frontier check."""
+    f.due = int(
+        await conn.fetchval("SELECT count(*) FROM calls WHERE campaign_id = $1 AND status = 'scheduled'", cid)
+    )
+    f.frontier_check_ms = await frontier_check_ms(conn, cid)
     pool = await database.create_pool(url, DatabaseSettings(pool_min_size=1, pool_max_size=2))
     try:
         store = LifecycleStore(
@@ -400,7 +455,9 @@ async def claims_at_depth(url: str, conn: asyncpg.Connection, cid: uuid.UUID, f:
     f.claim_none_in_hours_ms = sum(none_ms) / len(none_ms)
 
 
-async def measure(server: Server, sim_url: str, contacts: int, tmp: Path) -> Figures:
+async def measure(
+    server: Server, sim_url: str, contacts: int, tmp: Path, full_depth: bool = False
+) -> Figures:
     """Every figure for one campaign of `contacts` contacts, on a fresh database."""
     f = Figures(contacts=contacts)
     path = tmp / f"contacts-{contacts}.csv"
@@ -422,15 +479,20 @@ async def measure(server: Server, sim_url: str, contacts: int, tmp: Path) -> Fig
             workdir.mkdir()
             await activate_and_dial(server, conn, cid, contacts, sim_url, url, workdir, f)
             await claims_at_depth(url, conn, cid, f)
+            if full_depth:
+                await schedule_everyone(conn, cid)
+                f.full_depth = Figures(contacts=contacts)
+                await claims_at_depth(url, conn, cid, f.full_depth)
         finally:
             await conn.close()
     return f
 
 
-def _ratio_row(metric: str, big: Figures, small: Figures, seconds: str) -> None:
-    """Per-contact cost at full size against the baseline size."""
-    b = big.per_contact_us(getattr(big, seconds))
-    s = small.per_contact_us(getattr(small, seconds))
+def _ratio_row(metric: str, big: Figures, small: Figures, seconds: str, activated: bool = False) -> None:
+    """Per-contact cost at full size against the baseline size (per contact scheduled
+    during activation, with `activated`)."""
+    b = (big.per_activated_us if activated else big.per_contact_us)(getattr(big, seconds))
+    s = (small.per_activated_us if activated else small.per_contact_us)(getattr(small, seconds))
     report(
         Result(
             "scale",
@@ -446,10 +508,38 @@ def _ratio_row(metric: str, big: Figures, small: Figures, seconds: str) -> None:
     )
 
 
+def _claim_rows(where: str, big: Figures, small: Figures) -> None:
+    """The claim's figures at one depth, beside the baseline's."""
+    report(
+        Result(
+            "scale",
+            f"claim 50, {where} (store.claim)",
+            big.claim_ms,
+            "ms",
+            baseline=f"at {small.contacts:,} ms",
+            baseline_value=small.claim_ms,
+            ratio=big.claim_ms / small.claim_ms,
+            goal=f"< {GOAL_CLAIM_MS:.0f} ms",
+            met=big.claim_ms < GOAL_CLAIM_MS,
+        )
+    )
+    for metric, attr in (
+        ("claim 50, server execution time", "claim_server_ms"),
+        ("claim 50, only 10 % in hours", "claim_few_in_hours_ms"),
+        ("claim, none in hours (full scan)", "claim_none_in_hours_ms"),
+    ):
+        b, s = getattr(big, attr), getattr(small, attr)
+        report(
+            Result(
+                "scale", metric, b, "ms", baseline=f"at {small.contacts:,} ms", baseline_value=s, ratio=b / s
+            )
+        )
+
+
 def print_report(big: Figures, small: Figures) -> None:
     """One table: the full size beside the baseline size."""
     n = f"{big.contacts:,}"
-    print(f"\nclaim plan at {n} due calls (EXPLAIN ANALYZE, BUFFERS):\n{big.plan}\n")
+    print(f"\nclaim plan, {n} contacts, {big.due:,} due (EXPLAIN ANALYZE, BUFFERS):\n{big.plan}\n")
     if "calls_due_idx" not in big.plan:
         print("WARNING: the claim did not use calls_due_idx")
     report(
@@ -469,68 +559,41 @@ def print_report(big: Figures, small: Figures) -> None:
     report(
         Result(
             "scale",
-            f"activation {n} contacts",
+            f"activation {n} contacts, until dialing with its frontier scheduled",
             big.activation_s,
             "s",
-            baseline=f"{small.contacts:,} contacts s",
+            baseline=f"{small.contacts:,} contacts, all scheduled s",
             baseline_value=small.activation_s,
             goal=f"< {GOAL_ACTIVATION_S:.0f} s",
             met=big.activation_s < GOAL_ACTIVATION_S,
         )
     )
-    _ratio_row("activation, per contact", big, small, "activation_s")
-    _ratio_row("activation server CPU, per contact", big, small, "activation_server_cpu_s")
-    report(
-        Result(
-            "scale",
-            f"claim 50 at {n} due (store.claim)",
-            big.claim_ms,
-            "ms",
-            baseline=f"at {small.contacts:,} due ms",
-            baseline_value=small.claim_ms,
-            ratio=big.claim_ms / small.claim_ms,
-            goal=f"< {GOAL_CLAIM_MS:.0f} ms",
-            met=big.claim_ms < GOAL_CLAIM_MS,
-        )
+    print(
+        f"{'':10} ({big.activated:,} calls created by then, {small.activated:,} at baseline; "
+        f"first dial {big.first_dial_s:.2f} s after `active`, {small.first_dial_s:.2f} s at baseline)"
+    )
+    _ratio_row("activation, per contact scheduled", big, small, "activation_s", activated=True)
+    _ratio_row(
+        "activation server CPU, per contact scheduled", big, small, "activation_server_cpu_s", activated=True
     )
     report(
         Result(
             "scale",
-            "claim 50, server execution time",
-            big.claim_server_ms,
+            "frontier check (every 5 s while contacts wait)",
+            big.frontier_check_ms,
             "ms",
-            baseline=f"at {small.contacts:,} due ms",
-            baseline_value=small.claim_server_ms,
-            ratio=big.claim_server_ms / small.claim_server_ms,
+            baseline=f"at {small.contacts:,} ms",
+            baseline_value=small.frontier_check_ms,
         )
     )
+    _claim_rows(f"{n} contacts ({big.due:,} due)", big, small)
     probe_p50 = percentile(big.probe_ms, 50)
     probe_max = max(big.probe_ms, default=float("nan"))
     report(Result("scale", "claim 50 during activation p50", probe_p50, "ms"))
     report(Result("scale", "claim 50 during activation max", probe_max, "ms"))
     print(f"{'':10} ({len(big.probe_ms)} probes, {big.probe_rows:,} calls claimable in all)")
-    report(
-        Result(
-            "scale",
-            "claim 50, only 10 % in hours",
-            big.claim_few_in_hours_ms,
-            "ms",
-            baseline=f"at {small.contacts:,} due ms",
-            baseline_value=small.claim_few_in_hours_ms,
-            ratio=big.claim_few_in_hours_ms / small.claim_few_in_hours_ms,
-        )
-    )
-    report(
-        Result(
-            "scale",
-            "claim, none in hours (full scan)",
-            big.claim_none_in_hours_ms,
-            "ms",
-            baseline=f"at {small.contacts:,} due ms",
-            baseline_value=small.claim_none_in_hours_ms,
-            ratio=big.claim_none_in_hours_ms / small.claim_none_in_hours_ms,
-        )
-    )
+    if big.full_depth is not None and small.full_depth is not None:
+        _claim_rows(f"{n} due (every contact scheduled)", big.full_depth, small.full_depth)
     report(
         Result(
             "scale",
@@ -547,14 +610,14 @@ def print_report(big: Figures, small: Figures) -> None:
     print(f"{'':10} (calls dialed during the run: {big.dialed:,} at {n}, {small.dialed:,} at baseline)")
 
 
-async def run(contacts: int, baseline: int) -> None:
+async def run(contacts: int, baseline: int, full_depth: bool) -> None:
     """Baseline size first, then the full size, on one server and one simulator."""
     tmp = Path(tempfile.mkdtemp(prefix="dialer-bench-scale-"))
     try:
         with postgres() as server, simulator_process(instant=True) as sim_url:
             started = time.monotonic()
-            small = await measure(server, sim_url, baseline, tmp)
-            big = await measure(server, sim_url, contacts, tmp)
+            small = await measure(server, sim_url, baseline, tmp, full_depth)
+            big = await measure(server, sim_url, contacts, tmp, full_depth)
             took = time.monotonic() - started
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -570,9 +633,12 @@ def main() -> None:
     parser.add_argument("--contacts", type=int, default=1_000_000)
     parser.add_argument("--baseline", type=int, default=BASELINE_CONTACTS)
     parser.add_argument("--quick", action="store_true", help="CI size: 100,000 contacts")
+    parser.add_argument(
+        "--full-depth", action="store_true", help="also time the claims with every contact scheduled"
+    )
     args = parser.parse_args()
     quiet()
-    asyncio.run(run(100_000 if args.quick else args.contacts, args.baseline))
+    asyncio.run(run(100_000 if args.quick else args.contacts, args.baseline, args.full_depth))
 
 
 if __name__ == "__main__":
