@@ -427,9 +427,8 @@ class _Webhooks:
                 log.info("gather_unknown_call")
                 return _twiml(EMPTY_HANGUP)
             try:
-                answer = await asyncio.wait_for(
-                    self.deps.answer_key(call_id, press), timeout=self.deps.store_timeout_seconds
-                )
+                async with asyncio.timeout(self.deps.store_timeout_seconds):
+                    answer = await self.deps.answer_key(call_id, press)
             except DB_ERRORS:
                 self.deps.metrics.db_errors.inc()
                 self.deps.metrics.key_presses.labels(result="error").inc()
@@ -455,9 +454,8 @@ class _Webhooks:
         fields = request.query if request.method == "GET" else (form or MultiDict())
         answered_by = fields.get("AnsweredBy") or None
         try:
-            document = await asyncio.wait_for(
-                self.deps.render_twiml(call_id, answered_by), timeout=self.deps.store_timeout_seconds
-            )
+            async with asyncio.timeout(self.deps.store_timeout_seconds):
+                document = await self.deps.render_twiml(call_id, answered_by)
         except DB_ERRORS:
             self.deps.metrics.db_errors.inc()
             log.exception("twiml_db_error")
@@ -483,7 +481,10 @@ class _Webhooks:
     async def _call_store(self, operation: str, call: Awaitable[ApplyResult]) -> ApplyResult | None:
         """Await one store operation; None (after logging and counting) when the database failed."""
         try:
-            return await asyncio.wait_for(call, timeout=self.deps.store_timeout_seconds)
+            # A timeout scope, not wait_for: on Python 3.11 wait_for wraps the call in a
+            # task of its own, a cost paid by every callback.
+            async with asyncio.timeout(self.deps.store_timeout_seconds):
+                return await call
         except DB_ERRORS:
             # A 503 invites a retry, and the store is idempotent, so a retried callback
             # is always safe.
