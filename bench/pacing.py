@@ -7,11 +7,13 @@ The simulator runs in its own process, as the carrier is elsewhere in production
 in the daemon's process its work (answering each create, signing and sending each
 status callback) would take the daemon's event loop from the calls it paces.
 
-The worst window is measured twice: at the pacer (the moment the daemon is allowed
-to dial: what it controls and guarantees) and at the simulator (arrival of the create
-request: that plus the dial gate's round trip and the HTTP send, whose jitter on a
-loaded loop can bunch requests the pacer spaced out). Several instances sharing the
-rate: bench/shared_pacing.py.
+The worst window is measured three times: at the pacer (the moment the daemon is
+allowed to dial), at the daemon's socket write (aiohttp has sent the create
+request's headers: the last moment the daemon controls), and at the simulator
+(arrival of the create request as its process reads it: that plus the loopback and
+the simulator's own scheduling, which on a loaded 2-core machine can bunch requests
+the daemon sent spaced out). Several instances sharing the rate:
+bench/shared_pacing.py.
 
     .venv/bin/python bench/pacing.py [--seconds 10] [--quick]
 """
@@ -20,9 +22,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import time
+from collections.abc import Iterator
+from typing import Any
 
+import dialer.carrier.twilio as twilio_carrier
 from bench._common import (
     Deadline,
     Result,
@@ -67,12 +73,32 @@ def _record_grants(daemon: Daemon) -> list[float]:
     return grants
 
 
-async def one_rate(url: str, rate: float, seconds: float) -> tuple[float, int, int]:
+@contextlib.contextmanager
+def recorded_writes() -> Iterator[list[float]]:
+    """Monotonic times at which a daemon started inside the block had sent a create
+    request's headers (the carrier's aiohttp trace hook, which every carrier session
+    made meanwhile calls, wrapped for the block)."""
+    writes: list[float] = []
+    original = twilio_carrier._on_headers_sent
+
+    async def hook(session: Any, ctx: Any, params: Any) -> None:
+        if params.method == "POST" and params.url.path.endswith("/Calls.json"):
+            writes.append(time.monotonic())
+        await original(session, ctx, params)
+
+    twilio_carrier._on_headers_sent = hook
+    try:
+        yield writes
+    finally:
+        twilio_carrier._on_headers_sent = original
+
+
+async def one_rate(url: str, rate: float, seconds: float) -> tuple[float, int, int, int]:
     """Dial a large campaign at `rate` for `seconds`; (observed rate, worst window at
-    the simulator, worst window at the pacer over the same span)."""
+    the simulator, at the pacer, and at the daemon's socket write, over the same span)."""
     conn = await database.connect(url)
     try:
-        with recording_simulator_process(seed=1) as sim:
+        with recording_simulator_process(seed=1) as sim, recorded_writes() as writes:
             settings = daemon_settings(
                 url, sim.url, calls_per_second=rate, bucket_size=BUCKET, max_concurrent_calls=200
             )
@@ -88,6 +114,7 @@ async def one_rate(url: str, rate: float, seconds: float) -> tuple[float, int, i
                 # A second more than measured: the simulator's list ends with the span.
                 await asyncio.sleep(max(0.0, grants[0] + seconds + 1.0 - time.monotonic()))
                 granted = list(grants)
+                written = list(writes)
             finally:
                 await daemon.stop(drain_seconds=2)
     finally:
@@ -97,7 +124,8 @@ async def one_rate(url: str, rate: float, seconds: float) -> tuple[float, int, i
     observed = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
     # The pacer's grants over a span as long as the measured one (grants lead arrivals).
     span = [t for t in granted if granted and t <= granted[0] + seconds]
-    return observed, worst_window(times), worst_window(span)
+    sent = [t for t in written if written and t <= written[0] + seconds]
+    return observed, worst_window(times), worst_window(span), worst_window(sent)
 
 
 async def run(rates: list[float], seconds: float) -> None:
@@ -105,7 +133,7 @@ async def run(rates: list[float], seconds: float) -> None:
     with postgres() as server:
         for rate in rates:
             async with fresh_database(server) as url:
-                observed, worst, at_pacer = await one_rate(url, rate, seconds)
+                observed, worst, at_pacer, at_write = await one_rate(url, rate, seconds)
             error = (observed - rate) / rate
             report(
                 Result(
@@ -124,7 +152,7 @@ async def run(rates: list[float], seconds: float) -> None:
             report(
                 Result(
                     "pacing",
-                    f"worst 1 s window at {rate:g}/s",
+                    f"worst 1 s window at the simulator {rate:g}/s",
                     worst,
                     "calls",
                     baseline="rate + bucket",
@@ -134,19 +162,20 @@ async def run(rates: list[float], seconds: float) -> None:
                     met=worst <= bound,
                 )
             )
-            report(
-                Result(
-                    "pacing",
-                    f"worst 1 s window at the pacer {rate:g}/s",
-                    at_pacer,
-                    "calls",
-                    baseline="rate + bucket",
-                    baseline_value=bound,
-                    ratio=at_pacer / bound,
-                    goal="<= 1.00",
-                    met=at_pacer <= bound,
+            for where, value in (("at the pacer", at_pacer), ("at the daemon's socket write", at_write)):
+                report(
+                    Result(
+                        "pacing",
+                        f"worst 1 s window {where} {rate:g}/s",
+                        value,
+                        "calls",
+                        baseline="rate + bucket",
+                        baseline_value=bound,
+                        ratio=value / bound,
+                        goal="<= 1.00",
+                        met=value <= bound,
+                    )
                 )
-            )
 
 
 def main() -> None:
