@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Final
 
+import asyncpg
 import structlog
 
 from dialer.carrier import FINAL_TWILIO_STATUSES, PERMANENT_ERROR_CODES
@@ -24,6 +25,8 @@ log = structlog.get_logger(__name__)
 
 # An event to apply: the call's id (None: found by its sid), the event, the time now.
 _EventItem = tuple[uuid.UUID | None, CallEvent, datetime]
+# A key press to record: the call's id, the press, the time now.
+_KeyItem = tuple[uuid.UUID, KeyPress, datetime]
 
 
 class CallEventStore(StoreBase):
@@ -169,19 +172,29 @@ class CallEventStore(StoreBase):
             results[i] = (row["result"], row["call_id"], row["expected_sid"])
         return results
 
-    # One keypad press (sql/0014), and in the same statement what the call says next:
-    # its campaign's menu and script and its contact ($6: the caller id of last resort).
+    # Keypad presses (sql/0014) and, in the same statement, what each call says next:
+    # its campaign's menu and script and its contact ($6: the caller id of last
+    # resort). One call of dialer_apply_key per row of the arrays ($1 call ids, $2
+    # sids, $3 key counts, $4 digits, $5 times), in their order (group commit);
+    # materialized so that each press is applied exactly once whatever the joins.
     APPLY_KEY_SQL: Final = """
-        SELECT g.result, g.recorded,
+        WITH applied AS MATERIALIZED (
+            SELECT t.n, g.result, g.recorded, g.call_campaign, g.call_contact
+            FROM unnest($1::uuid[], $2::text[], $3::integer[], $4::text[], $5::timestamp[])
+                 WITH ORDINALITY AS t(id, sid, keys, digit, at, n)
+            CROSS JOIN LATERAL dialer_apply_key(t.id, t.sid, t.keys, t.digit, t.at) g
+        )
+        SELECT a.result, a.recorded,
                c.script_template, c.menu, c.menu_repeats, c.voicemail_template, c.machine_detection,
                c.language, c.voice, coalesce(c.caller_id, $6) AS from_number,
                ct.first_name, ct.last_name, ct.phone_number, ct.email, ct.custom_fields,
                coalesce(cc.fields, '{}'::jsonb) AS fields
-        FROM dialer_apply_key($1, $2, $3, $4, $5) g
-        LEFT JOIN campaigns c ON c.id = g.call_campaign AND g.result = 'applied'
-        LEFT JOIN contacts ct ON ct.id = g.call_contact AND g.result = 'applied'
+        FROM applied a
+        LEFT JOIN campaigns c ON c.id = a.call_campaign AND a.result = 'applied'
+        LEFT JOIN contacts ct ON ct.id = a.call_contact AND a.result = 'applied'
         LEFT JOIN campaign_contacts cc
-            ON cc.campaign_id = g.call_campaign AND cc.contact_id = g.call_contact AND g.result = 'applied'
+            ON cc.campaign_id = a.call_campaign AND cc.contact_id = a.call_contact AND a.result = 'applied'
+        ORDER BY a.n
     """
 
     @translate_errors
@@ -189,17 +202,10 @@ class CallEventStore(StoreBase):
         """Record one keypad press in one transaction (digits, the response the key
         means, the contact's response, the do-not-call row of an opt-out) and read
         what the call says next. A replayed, stale or late press (the call final or
-        answered already, or its key count moved on) changes nothing: IGNORED."""
-        row = await self.pool.fetchrow(
-            self.APPLY_KEY_SQL,
-            call_id,
-            press.call_sid,
-            press.keys,
-            press.digit,
-            self.clock(),
-            self.default_from_number,
-        )
-        assert row is not None  # a function with OUT parameters returns one row
+        answered already, or its key count moved on) changes nothing: IGNORED.
+        Presses arriving at nearly the same moment share one statement (group
+        commit), each applied as it would be alone."""
+        row = await self._key_presses.submit((call_id, press, self.clock()))
         if row["result"] == "sid_mismatch":
             log.error("gather_sid_mismatch", call_id=str(call_id), call_sid=press.call_sid)
             return KeyApplied(ApplyResult.IGNORED)
@@ -207,6 +213,26 @@ class CallEventStore(StoreBase):
         if result is not ApplyResult.APPLIED:
             return KeyApplied(result)
         return KeyApplied(result, response=row["recorded"], script=script_from_row(row))
+
+    @functools.cached_property
+    def _key_presses(self) -> GroupCommit[_KeyItem, asyncpg.Record]:
+        return GroupCommit(self._apply_keys)
+
+    async def _apply_keys(self, items: Sequence[_KeyItem]) -> list[asyncpg.Record]:
+        """One APPLY_KEY_SQL for the batch, in call id order so that batches lock rows
+        alike (a stable sort: two presses of one call keep their order)."""
+        order = sorted(range(len(items)), key=lambda i: items[i][0])
+        rows = await self.pool.fetch(
+            self.APPLY_KEY_SQL,
+            [items[i][0] for i in order],
+            [items[i][1].call_sid for i in order],
+            [items[i][1].keys for i in order],
+            [items[i][1].digit for i in order],
+            [items[i][2] for i in order],
+            self.default_from_number,
+        )
+        by_position = dict(zip(order, rows, strict=True))
+        return [by_position[i] for i in range(len(items))]
 
     _RECORDING: Final = (
         "UPDATE calls SET recording_url = $3 WHERE (id = $1 OR call_sid = $2) AND call_sid = $2"

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -12,6 +13,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from dialer.models import ApplyResult, KeyPress
 from dialer.store.lifecycle import LifecycleStore
 from dialer.twiml import validate_template
 from tests.factories import FakeClock, add_contacts, madrid_number, make_campaign
@@ -114,6 +116,36 @@ async def test_an_outcome_key_records_the_label_on_call_and_contact(conn: asyncp
     row = await _row(conn, live)
     assert (row["status"], row["response"], row["call_status"]) == ("completed", "confirmed", "completed")
     assert await conn.fetchval("SELECT count(*) FROM calls") == 1  # no retry for an answer
+
+
+async def test_presses_at_one_moment_share_one_statement_and_each_applies_as_alone(
+    conn: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    """Four presses handed to the store together (group commit): one statement; a
+    confirmation, an opt-out with its do_not_call row, a press naming another sid
+    (ignored) and a replay of the first press in the same batch (stale: ignored),
+    each answered as it would be alone, with the menu the call says next."""
+    store = LifecycleStore(
+        pool, instance_id=uuid.uuid4(), validate_template=validate_template, clock=FakeClock(NOW)
+    )
+    a, b, c = [await _live(conn, call_sid=f"CA{n:032d}") for n in range(3)]
+    presses = [
+        (a.call_id, KeyPress(call_sid=a.sid or "", digit="1", keys=0, read=0)),
+        (b.call_id, KeyPress(call_sid=b.sid or "", digit="9", keys=0, read=0)),
+        (c.call_id, KeyPress(call_sid="CA-other", digit="1", keys=0, read=0)),
+        (a.call_id, KeyPress(call_sid=a.sid or "", digit="1", keys=0, read=0)),
+    ]
+    results = await asyncio.gather(*(store.apply_key(call_id, press) for call_id, press in presses))
+    assert [r.result for r in results] == [
+        ApplyResult.APPLIED, ApplyResult.APPLIED, ApplyResult.IGNORED, ApplyResult.IGNORED
+    ]
+    assert (results[0].response, results[1].response) == ("confirmed", "opted_out")
+    assert results[0].script is not None and results[0].script.menu == MENU
+    assert results[0].script.contact.phone_number == a.number
+    assert store._key_presses.statements == 1
+    assert (await _row(conn, a))["digits"] == "1"
+    assert (await _row(conn, c))["digits"] is None
+    assert await conn.fetchval("SELECT count(*) FROM do_not_call WHERE phone_number = $1", b.number) == 1
 
 
 async def test_opt_out_puts_the_number_on_do_not_call_at_once(conn: asyncpg.Connection) -> None:
