@@ -6,8 +6,9 @@ reads the contact's fields in this campaign (`campaign_contacts.fields`) first, 
 its own `custom_fields`; keys are compared after `field_key`, the normalisation the
 CSV import gives its headers, so `{{custom.Cita}}` finds a column headed "CITA". It is spoken with
 one `<Say>`; everything — template text and contact values alike — is XML-escaped
-as text into a document twilio's `VoiceResponse` built (once per voice and language
-for the plain script, `_say_frame`), so nothing in a template or a contact row can
+as text into a document twilio's `VoiceResponse` built (once per voice and language:
+`_say_frame` for the plain script, `_reading_frame` for a menu's readings), so
+nothing in a template or a contact row can
 become TwiML.
 
 A campaign with a keypad menu (docs/campaigns.md#menus) reads its script inside a
@@ -235,6 +236,19 @@ def call_document(
 ) -> str:
     """The first document of a call: the voicemail message when a machine answered a
     campaign that leaves one, else the script — said once, or read as a menu."""
+    voicemail = script.leaves_voicemail and (answered_by or "").startswith("machine")
+    if script.menu is not None and not voicemail:
+        readings = _readings_xml(script, speech, action, 0)
+        if readings:
+            return _document(readings)
+    return built_call_document(script, speech, action, answered_by=answered_by)
+
+
+def built_call_document(
+    script: CallScript, speech: Voice, action: Callable[[int], str], *, answered_by: str | None = None
+) -> str:
+    """call_document, every element built by twilio's VoiceResponse (the reference the
+    framed documents are tested against, and their fallback)."""
     response = VoiceResponse()
     if script.leaves_voicemail and (answered_by or "").startswith("machine"):
         _say(response, _say_text(script.voicemail_template, script.contact), speech)
@@ -261,6 +275,33 @@ def key_document(
     (an outcome, an opt-out), the transfer, or the script again (repeat: from the
     same reading; a key the menu lacks: the next reading, if any is left).
     `action(read, keys)` is the gather URL."""
+    keys = press.keys + 1
+    entry = menu.get(press.digit)
+    parts: list[str] | None
+    if entry is None:
+        if press.read >= script.menu_repeats:
+            parts = [_HANGUP]
+        else:
+            parts = _readings_xml(script, speech, lambda read: action(read, keys), press.read + 1)
+    elif entry.action is Action.TRANSFER:
+        parts = None  # rare: built whole
+    else:
+        said = _say_xml(_say_text(entry.say, script.contact), speech)
+        if entry.action is Action.REPEAT:
+            readings = _readings_xml(script, speech, lambda read: action(read, keys), press.read)
+        else:
+            readings = [_HANGUP]
+        parts = None if said is None or readings is None else said + readings
+    if parts:
+        return _document(parts)
+    return built_key_document(script, menu, press, speech, action)
+
+
+def built_key_document(
+    script: CallScript, menu: Menu, press: KeyPress, speech: Voice, action: Callable[[int, int], str]
+) -> str:
+    """key_document, every element built by twilio's VoiceResponse (the reference and
+    the fallback, as built_call_document)."""
     response = VoiceResponse()
     keys = press.keys + 1
     entry = menu.get(press.digit)
@@ -279,6 +320,92 @@ def key_document(
     else:
         response.hangup()
     return str(response)
+
+
+# -- menu documents from frames ---------------------------------------------------------
+#
+# A menu document is a <Response> of verbs; each verb is written from a frame that
+# twilio's builder made once per voice and language, with the escaped text (and
+# action URL) put in it, as `_say_frame` does for the plain script: building the
+# tree per key press cost 80-270 us. tests/unit/test_twiml_menu.py checks every
+# document equals the builder's (built_call_document, built_key_document) for any
+# text, voice, language and URL.
+
+_DOCUMENT_HEAD = '<?xml version="1.0" encoding="UTF-8"?><Response>'
+_DOCUMENT_TAIL = "</Response>"
+_HANGUP = "<Hangup />"
+# Stands for the action URL in the reading frame; nothing in it is escaped in XML.
+_ACTION_MARK = "@@dialer-gather-action@@"
+
+
+def _document(verbs: list[str]) -> str:
+    return _DOCUMENT_HEAD + "".join(verbs) + _DOCUMENT_TAIL
+
+
+def _escape_attr(value: str) -> str:
+    """An attribute value escaped as the builder's ElementTree escapes it."""
+    return xml_escape(value, {'"': "&quot;", "\r": "&#13;", "\n": "&#10;", "\t": "&#09;"})
+
+
+def _verbs_of(document: str) -> str | None:
+    """The verbs of a builder's document, without the declaration and <Response>."""
+    if document.startswith(_DOCUMENT_HEAD) and document.endswith(_DOCUMENT_TAIL):
+        return document[len(_DOCUMENT_HEAD) : -len(_DOCUMENT_TAIL)]
+    return None
+
+
+@functools.lru_cache(maxsize=64)
+def _reading_frame(voice: str, language: str) -> tuple[str, str, str] | None:
+    """One reading of a menu (the script said inside a <Gather>) as the builder writes
+    it, cut around the action URL and the text; None when a mark appears in the voice
+    or language (then documents are built whole)."""
+    response = VoiceResponse()
+    gather = response.gather(
+        num_digits=1,
+        action=_ACTION_MARK,
+        method="POST",
+        timeout=GATHER_TIMEOUT_SECONDS,
+        finish_on_key="",
+        language=language,
+    )
+    gather.say(_FRAME_MARK, voice=voice, language=language)
+    verbs = _verbs_of(str(response))
+    if verbs is None or verbs.count(_ACTION_MARK) != 1 or verbs.count(_FRAME_MARK) != 1:
+        return None
+    before, _, rest = verbs.partition(_ACTION_MARK)
+    middle, _, after = rest.partition(_FRAME_MARK)
+    return (before, middle, after) if _FRAME_MARK not in before else None
+
+
+def _readings_xml(
+    script: CallScript, speech: Voice, action: Callable[[int], str], first: int
+) -> list[str] | None:
+    """The verbs `_readings` builds, from the reading frame; None without a frame."""
+    frame = _reading_frame(speech.voice, speech.language)
+    if frame is None:
+        return None
+    text = render_script(script.script_template, script.contact)
+    if not text.strip():
+        text = DEFAULT_MESSAGE
+    before, middle, after = frame
+    said = xml_escape(text)
+    return [
+        before + _escape_attr(action(read)) + middle + said + after
+        for read in range(first, script.menu_repeats + 1)
+    ]
+
+
+def _say_xml(text: str, speech: Voice) -> list[str] | None:
+    """The verbs `_say` builds (none for blank text), from the say frame."""
+    if not text.strip():
+        return []
+    frame = _say_frame(speech.voice, speech.language)
+    if frame is None:
+        return None
+    before, after = frame
+    if not (before.startswith(_DOCUMENT_HEAD) and after.endswith(_DOCUMENT_TAIL)):
+        return None
+    return [before[len(_DOCUMENT_HEAD) :] + xml_escape(text) + after[: -len(_DOCUMENT_TAIL)]]
 
 
 # What a call says (the store's call_for_twiml), or None for an unknown call.

@@ -275,3 +275,44 @@ def test_every_document_parses_and_says_operator_and_contact_text_verbatim(
         assert dial is not None and dial.text == "+34910000001"
     if digit == "1" and _clean(say_t + name).strip():
         assert _texts(answer) == [_clean(say_t + name)]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    text=st.text(),
+    voice=st.sampled_from(["Polly.Lucia", 'a"b&<c>\t', "@@dialer-say-text@@", "@@dialer-gather-action@@"]),
+    language=st.sampled_from(["es-ES", "x&y\n", ""]),
+    public=st.sampled_from([PUBLIC, 'https://d.example/a&b"<c>\r\n\t', "http://127.0.0.1:8080"]),
+    repeats=st.integers(min_value=0, max_value=3),
+    digit=st.sampled_from(sorted(MENU) + ["5"]),
+    read=st.integers(min_value=0, max_value=4),
+)
+def test_framed_menu_documents_equal_twilios_builder(
+    text: str, voice: str, language: str, public: str, repeats: int, digit: str, read: int
+) -> None:
+    """The menu documents are written from frames built once per voice and language:
+    byte for byte what VoiceResponse builds for the same call, whatever the contact's
+    text, the voice and language (marks, quotes, control characters) and the public
+    URL — the first document and the answer to every key, at every reading."""
+    from dialer.twiml import built_call_document, built_key_document
+
+    menu = {**MENU, "3": {"outcome": "other", "say": "{{first_name}}"}}
+    script = _script(
+        contact=Contact(text, "García", "+34911234567", None, {"hora": text}),
+        menu=menu,
+        menu_repeats=repeats,
+    )
+    speech = Voice(voice, language)
+
+    def first(read: int) -> str:
+        return gather_url(public, CALL, read=read, keys=0)
+
+    def later(read: int, keys: int) -> str:
+        return gather_url(public, CALL, read=read, keys=keys)
+
+    assert call_document(script, speech, first) == built_call_document(script, speech, first)
+    press = _press(digit, read=read, keys=1)
+    parsed = parse_menu(menu)
+    assert key_document(script, parsed, press, speech, later) == built_key_document(
+        script, parsed, press, speech, later
+    )
