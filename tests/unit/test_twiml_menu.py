@@ -284,7 +284,7 @@ def test_every_document_parses_and_says_operator_and_contact_text_verbatim(
     language=st.sampled_from(["es-ES", "x&y\n", ""]),
     public=st.sampled_from([PUBLIC, 'https://d.example/a&b"<c>\r\n\t', "http://127.0.0.1:8080"]),
     repeats=st.integers(min_value=0, max_value=3),
-    digit=st.sampled_from(sorted(MENU) + ["5"]),
+    digit=st.sampled_from([*sorted(MENU), "5"]),
     read=st.integers(min_value=0, max_value=4),
 )
 def test_framed_menu_documents_equal_twilios_builder(
