@@ -26,6 +26,11 @@ from dialer.store.live import CallEnding, LiveCall
 
 log = structlog.get_logger(__name__)
 
+# Campaign statuses in which nothing is dialed (docs/campaigns.md#lifecycle).
+_NOT_DIALING = frozenset({"paused", "cancelled", "completed"})
+# A halt is remembered this long (seconds): far longer than any gate-to-send wait.
+_HALT_MEMORY = 60.0
+
 RECONCILE_GRACE = 3.0  # seconds to let an unknown-outcome call show up at the carrier
 RECONCILE_ROUNDS = 3
 FOLLOW_MARGIN = 60.0  # seconds past ring timeout + time limit before a call is overdue
@@ -161,6 +166,9 @@ class CallPool:
         self._per_campaign: Counter[uuid.UUID] = Counter()
         self._dialing = True
         self._notified: set[uuid.UUID] = set()  # NOTIFYed calls whose rows are to be read
+        # Campaigns a NOTIFY said stopped dialing (paused, cancelled, completed), and
+        # when it came (monotonic): a call whose gate began before then asks again.
+        self._halted: dict[uuid.UUID, float] = {}
         self._checker: asyncio.Task[None] | None = None
         self.peak_live = 0
 
@@ -171,6 +179,24 @@ class CallPool:
         if not self._dialing:
             return 0
         return max(0, self.max_concurrent_calls - len(self._tasks))
+
+    def on_campaign_notification(self, payload: str) -> None:
+        """A campaign's status changed (`<id>:<status>`, from the database's trigger):
+        remember when one stopped dialing, so calls that passed the dial gate before
+        it did not slip out during their wait for a dial slot. Anything else is
+        ignored; a forged payload costs one more gate round trip, nothing more."""
+        campaign, _, status = payload.partition(":")
+        try:
+            campaign_id = uuid.UUID(campaign)
+        except ValueError:
+            return
+        now = time.monotonic()
+        for old in [c for c, at in self._halted.items() if now - at > _HALT_MEMORY]:
+            del self._halted[old]
+        if status == "active":
+            self._halted.pop(campaign_id, None)
+        elif status in _NOT_DIALING:
+            self._halted[campaign_id] = now
 
     def live_in(self, campaign_id: uuid.UUID) -> int:
         """Calls this pool holds for one campaign."""
@@ -368,6 +394,7 @@ class CallPool:
         # A campaign with its own rate waits for a slot of its own (docs/campaigns.md#dial-rate).
         scope = call.campaign_id if call.calls_per_second is not None else None
         slot = await self.pacer.acquire(scope)
+        gated_at = time.monotonic()
         gate_open = self._dialing and await self._paced_gate(call.id)
         if gate_open and not await self.pacer.settle(slot):
             # The gate outlasted the slot (a slow or stalled database): sent now, the
@@ -378,9 +405,17 @@ class CallPool:
             # rather than stall the campaign.
             log.info("dial_slot_missed")
             slot = await self.pacer.acquire(scope)
+            gated_at = time.monotonic()
             gate_open = self._dialing and await self._paced_gate(call.id, again=True)
             if gate_open:
                 await self.pacer.settle(slot, last_try=True)
+        if gate_open and self._halted.get(call.campaign_id, -1.0) >= gated_at:
+            # Paused or cancelled (a NOTIFY) since this call's gate began, which may
+            # have read the campaign still active; the call then waited for its slot.
+            # The gate again, right before the request (docs/invariants.md#3): a pause
+            # stops the calls already let through, not only those behind them.
+            log.info("dial_gate_asked_again_after_halt")
+            gate_open = self._dialing and await self._gate_open(call.id, again=True)
         if not gate_open:
             # Paused, cancelled, outside hours, or shutting down since the claim.
             await self._db(self.store.release_claim, call.id)

@@ -154,7 +154,7 @@ class Daemon:
             self.listen_url,
             s.database,
             {
-                "dialer_campaign": self.scheduler.on_campaign_notification,
+                "dialer_campaign": self._on_campaign_notification,
                 "dialer_contacts": self.scheduler.on_campaign_notification,
                 "dialer_call": self.pool.on_call_notification,
             },
@@ -280,6 +280,11 @@ class Daemon:
 
     def _slot_freed(self) -> None:
         self.scheduler.wake()
+
+    def _on_campaign_notification(self, payload: str) -> None:
+        # The pool first: calls waiting for their dial slot learn of a pause at once.
+        self.pool.on_campaign_notification(payload)
+        self.scheduler.on_campaign_notification(payload)
 
     async def _on_listen_connected(self) -> None:
         # Notifications sent while LISTEN was down are lost: look again at everything.

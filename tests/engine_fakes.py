@@ -86,6 +86,9 @@ class FakeStore:
     # While set and clear, begin_dial waits on it: a claimed call stands before the gate.
     gate: asyncio.Event | None = None
     at_gate: int = 0  # calls that reached begin_dial
+    gates: list[tuple[uuid.UUID, bool]] = field(default_factory=list)  # (call, again) asked
+    # Campaigns whose gate is shut (paused, cancelled) when the gate reads them.
+    shut: set[uuid.UUID] = field(default_factory=set)
     # call_endings raises DatabaseUnavailable this many more times.
     endings_failures: int = 0
     _due: dict[uuid.UUID, deque[uuid.UUID]] = field(default_factory=dict)
@@ -181,9 +184,12 @@ class FakeStore:
     async def begin_dial(self, call_id: uuid.UUID, again: bool = False) -> bool:
         """The gate: open (after `gate`, when the test holds it)."""
         self.at_gate += 1
+        self.gates.append((call_id, again))
+        # The campaign's status as of the gate's start (a snapshot), as in SQL.
+        shut = self.calls[call_id].claimed.campaign_id in self.shut
         if self.gate is not None:
             await self.gate.wait()
-        return self.calls[call_id].status is CallStatus.PENDING
+        return self.calls[call_id].status is CallStatus.PENDING and not shut
 
     async def release_claim(self, call_id: uuid.UUID) -> None:
         """Back to scheduled, first in line."""

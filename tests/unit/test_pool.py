@@ -85,6 +85,43 @@ def _ringing(sid: str = "CA" + "1" * 32, answered_by: str | None = None) -> Call
     return CallEvent(call_sid=sid, status="ringing", answered_by=answered_by)
 
 
+# -- a pause while calls wait for their slot ---------------------------------------------
+
+
+async def test_a_pause_notified_after_the_gate_began_asks_the_gate_again_before_sending(parts: Parts) -> None:
+    """A call's gate reads its campaign still active; the pause's NOTIFY arrives before
+    the request leaves: the gate is asked again (again=True), finds the campaign
+    paused, and the claim goes back — no request. A NOTIFY for another campaign, a
+    resume and a forged payload hold nothing back."""
+    parts.store.gate = asyncio.Event()
+    (call_id,) = await parts.start(1)
+
+    async def at_gate() -> bool:
+        return parts.store.at_gate == 1
+
+    await wait_for(at_gate, 5, "the call to reach the gate", interval=POLL)
+    campaign_id = parts.store.calls[call_id].claimed.campaign_id
+    parts.pool.on_campaign_notification("not-a-uuid:paused")
+    parts.pool.on_campaign_notification(f"{uuid.uuid4()}:paused")
+    parts.pool.on_campaign_notification(f"{campaign_id}:paused")
+    parts.store.shut.add(campaign_id)
+    parts.store.gate.set()
+    await parts.released([call_id])
+    assert parts.carrier.dials == []
+    assert parts.store.gates == [(call_id, False), (call_id, True)]
+    assert parts.store.released == [call_id]
+
+    # Resumed: the next call is gated once and dialed.
+    parts.store.shut.clear()
+    parts.pool.on_campaign_notification(f"{campaign_id}:active")
+    parts.store.gate = None
+    claimed = await parts.store.claim(parts.store.campaigns[0], 1)
+    parts.pool.start(claimed[0])
+    await parts.in_progress([call_id])
+    assert len(parts.carrier.dials) == 1
+    assert parts.store.gates[2:] == [(call_id, False)]
+
+
 # -- slots ----------------------------------------------------------------------------
 
 
