@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 import asyncpg
 from pydantic import SecretStr
 
+import dialer.carrier.twilio as twilio_carrier
 from dialer import database
 from dialer.carrier.simulator import (
     SIMULATOR_ACCOUNT_SID,
@@ -415,3 +416,23 @@ def simulator_process(instant: bool = True, **settings: Any) -> Iterator[str]:
     dialer's overhead); yields its base URL, stops it at exit."""
     with _simulator_child(instant, False, settings) as sim:
         yield sim.url
+
+
+@contextlib.contextmanager
+def recorded_writes() -> Iterator[list[float]]:
+    """Monotonic times at which a daemon started inside the block had sent a create
+    request's headers (the carrier's aiohttp trace hook, which every carrier session
+    made meanwhile calls, wrapped for the block)."""
+    writes: list[float] = []
+    original = twilio_carrier._on_headers_sent
+
+    async def hook(session: Any, ctx: Any, params: Any) -> None:
+        if params.method == "POST" and params.url.path.endswith("/Calls.json"):
+            writes.append(time.monotonic())
+        await original(session, ctx, params)
+
+    twilio_carrier._on_headers_sent = hook
+    try:
+        yield writes
+    finally:
+        twilio_carrier._on_headers_sent = original

@@ -22,13 +22,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import math
 import time
-from collections.abc import Iterator
-from typing import Any
 
-import dialer.carrier.twilio as twilio_carrier
 from bench._common import (
     Deadline,
     Result,
@@ -37,6 +33,7 @@ from bench._common import (
     make_campaign,
     postgres,
     quiet,
+    recorded_writes,
     recording_simulator_process,
     report,
 )
@@ -71,26 +68,6 @@ def _record_grants(daemon: Daemon) -> list[float]:
 
     pacer.settle = settle  # type: ignore[method-assign]
     return grants
-
-
-@contextlib.contextmanager
-def recorded_writes() -> Iterator[list[float]]:
-    """Monotonic times at which a daemon started inside the block had sent a create
-    request's headers (the carrier's aiohttp trace hook, which every carrier session
-    made meanwhile calls, wrapped for the block)."""
-    writes: list[float] = []
-    original = twilio_carrier._on_headers_sent
-
-    async def hook(session: Any, ctx: Any, params: Any) -> None:
-        if params.method == "POST" and params.url.path.endswith("/Calls.json"):
-            writes.append(time.monotonic())
-        await original(session, ctx, params)
-
-    twilio_carrier._on_headers_sent = hook
-    try:
-        yield writes
-    finally:
-        twilio_carrier._on_headers_sent = original
 
 
 async def one_rate(url: str, rate: float, seconds: float) -> tuple[float, int, int, int]:
