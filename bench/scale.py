@@ -299,15 +299,27 @@ async def explain_claim(
     return plan, float(found.group(1)) if found else float("nan")
 
 
+_UNCLAIM = """
+    UPDATE calls SET status = 'scheduled', claimed_by = NULL, claimed_at = NULL, dialed_number = NULL
+    WHERE id = ANY($1::uuid[])
+"""
+
+
 async def timed_claims(store: LifecycleStore, cid: uuid.UUID) -> float:
-    """Average wall time of CLAIM_REPEATS committed claims of CLAIM_LIMIT calls."""
+    """Average wall time of CLAIM_REPEATS committed claims of CLAIM_LIMIT calls. Each
+    claim's calls are handed back after it (untimed): a daemon dials what it claims,
+    so the live calls the next claim steps around stay as many as the daemon left,
+    not 50 more per repeat."""
     campaign = next(c for c in await store.dialable_campaigns() if c.id == cid)
     for _ in range(3):  # warm the pool's prepared statements
-        await store.claim(campaign, CLAIM_LIMIT)
-    started = time.perf_counter()
+        await store.pool.execute(_UNCLAIM, [c.id for c in await store.claim(campaign, CLAIM_LIMIT)])
+    elapsed = 0.0
     for _ in range(CLAIM_REPEATS):
-        await store.claim(campaign, CLAIM_LIMIT)
-    return (time.perf_counter() - started) * 1000 / CLAIM_REPEATS
+        started = time.perf_counter()
+        claimed = await store.claim(campaign, CLAIM_LIMIT)
+        elapsed += time.perf_counter() - started
+        await store.pool.execute(_UNCLAIM, [c.id for c in claimed])
+    return elapsed * 1000 / CLAIM_REPEATS
 
 
 async def _wait_for_instance(conn: asyncpg.Connection, proc: subprocess.Popen[bytes]) -> None:
