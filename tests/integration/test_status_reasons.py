@@ -55,6 +55,17 @@ def _closed_hours(zone: ZoneInfo) -> tuple[str, str]:
     return start.strftime("%H:%M"), end.strftime("%H:%M")
 
 
+def _opening(zone: ZoneInfo, start: str) -> str:
+    """How the status names the next opening at `start` (HH:MM) in `zone`: the time
+    alone today, with the weekday when it falls past local midnight."""
+    local = datetime.now(UTC).astimezone(zone)
+    hour, minute = (int(part) for part in start.split(":"))
+    opening = local.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    if opening <= local:
+        opening += timedelta(days=1)
+    return opening.strftime("%H:%M") if opening.date() == local.date() else opening.strftime("%a %H:%M")
+
+
 def _text(out: str) -> str:
     return " ".join(out.split())
 
@@ -84,7 +95,7 @@ async def test_waiting_for_calling_hours_names_the_next_window(cli: Cli, conn: a
     code, out, _ = await cli("campaign", "status", str(cid))
     text = _text(out)
     assert code == 0
-    assert f"now waiting for calling hours (next window {start} Europe/Madrid, in " in text
+    assert f"now waiting for calling hours (next window {_opening(MADRID, start)} Europe/Madrid, in " in text
     assert "(held: waiting for calling hours" in text and "due now" not in text
 
 
@@ -104,7 +115,8 @@ async def test_the_contacts_zone_decides_not_the_campaigns(cli: Cli, conn: async
     await conn.execute("UPDATE contacts SET resolved_timezone = 'America/New_York'")
     code, out, _ = await cli("campaign", "status", str(cid))
     assert code == 0
-    assert f"now waiting for calling hours (next window {start} America/New_York, in " in _text(out)
+    opening = _opening(ZoneInfo("America/New_York"), start)
+    assert f"now waiting for calling hours (next window {opening} America/New_York, in " in _text(out)
 
 
 async def test_outside_calling_days(cli: Cli, conn: asyncpg.Connection) -> None:
