@@ -40,18 +40,9 @@ from bench._common import (
 from dialer import database
 from dialer.pacing import Slot
 from dialer.service import Daemon
+from tests.invariants import worst_window  # invariant 9's measure, one definition
 
 BUCKET = 1  # the default bucket_size
-
-
-def worst_window(times: list[float], width: float = 1.0) -> int:
-    """Most create requests inside any window of `width` seconds (two pointers)."""
-    best = lo = 0
-    for hi, t in enumerate(times):
-        while t - times[lo] >= width:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
 
 
 def _record_grants(daemon: Daemon) -> list[float]:

@@ -33,10 +33,10 @@ from bench._common import (
     quiet,
     report,
 )
-from bench.pacing import worst_window
 from dialer import database
 from dialer.models import DialSlots
 from dialer.service import Daemon
+from tests.invariants import worst_window
 
 BUCKET = 1  # the default bucket_size
 
